@@ -1,0 +1,7 @@
+"""LightningModules: supervised fine-tuning and GRPO on one policy path."""
+
+from lightning_cort.modules.base import PolicyModule
+from lightning_cort.modules.grpo import GRPOModule
+from lightning_cort.modules.sft import SFTModule
+
+__all__ = ["GRPOModule", "PolicyModule", "SFTModule"]

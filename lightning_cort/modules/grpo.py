@@ -1,0 +1,212 @@
+"""GRPO: group-relative advantages and the clipped policy-gradient loss, trained on rollouts handed over by
+:class:`~lightning_cort.callbacks.RolloutCallback`."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from typing_extensions import override
+
+from lightning_cort.losses import AdvantageScale, KLEstimator, LossType, group_advantages, policy_loss
+from lightning_cort.modules.base import PolicyModule
+from lightning_cort.rewards.functions import RewardFn, correctness_reward
+from lightning_cort.trajectory import Trajectory, collate_trajectories
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class GRPOModule(PolicyModule):
+    """Group Relative Policy Optimization over code-interleaved trajectories.
+
+    One training step is one RL step: the rollout callback samples ``group_size`` trajectories per prompt of the
+    batch and hands them to :meth:`receive_rollouts`; :meth:`training_step` scores them, computes group advantages,
+    and runs ``ppo_epochs × minibatches`` optimizer steps of the clipped surrogate (manual optimization).
+    Interpreter-output tokens never enter the loss (their ``loss_mask`` is 0), and trajectories hit by sandbox
+    failures are excluded by default.
+
+    Subclass and override :meth:`score` for a new reward, or pass ``reward_fn``.
+
+    Args:
+        model: The policy.
+        tokenizer: Its tokenizer.
+        reward_fn: ``(trajectory, row) -> float``.
+        group_size: Trajectories per prompt (``G``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        loss_type: ``grpo``, ``dapo``, ``bnpo`` or ``dr_grpo`` aggregation.
+        clip_low: PPO ε below 1.
+        clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
+        advantage_scale: ``group``, ``batch`` or ``none``.
+        kl_coef: β of the KL penalty against a frozen copy of the initial policy (0 disables it and the copy).
+        kl_estimator: ``k1``, ``k2`` or ``k3``.
+        ppo_epochs: Passes over each rollout batch.
+        minibatches: Optimizer steps per pass.
+        temperature: Sampling temperature; log-probs are computed from ``logits / temperature`` to match.
+        max_grad_norm: Gradient clipping (0 disables it).
+        exclude_infrastructure_failures: Drop trajectories whose executions failed in the sandbox from the loss.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        reward_fn: RewardFn = correctness_reward,
+        group_size: int = 8,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        loss_type: LossType = "dapo",
+        clip_low: float = 0.2,
+        clip_high: float = 0.2,
+        advantage_scale: AdvantageScale = "group",
+        kl_coef: float = 0.0,
+        kl_estimator: KLEstimator = "k3",
+        ppo_epochs: int = 1,
+        minibatches: int = 1,
+        temperature: float = 1.0,
+        max_grad_norm: float = 1.0,
+        exclude_infrastructure_failures: bool = True,
+    ) -> None:
+        super().__init__(model, tokenizer, lr=lr, weight_decay=weight_decay)
+        errors = []
+        if group_size < 2:
+            errors.append(f"group_size must be >= 2 for group advantages, got {group_size}")
+        if ppo_epochs < 1 or minibatches < 1:
+            errors.append(f"ppo_epochs and minibatches must be >= 1, got {ppo_epochs} and {minibatches}")
+        if temperature <= 0:
+            errors.append(f"temperature must be > 0 for training log-probs, got {temperature}")
+        if errors:
+            raise ValueError("invalid GRPOModule arguments: " + "; ".join(errors))
+        self.automatic_optimization = False
+        self.reward_fn = reward_fn
+        self.group_size = group_size
+        self.loss_type: LossType = loss_type
+        self.clip_low = clip_low
+        self.clip_high = clip_high
+        self.advantage_scale: AdvantageScale = advantage_scale
+        self.kl_coef = kl_coef
+        self.kl_estimator: KLEstimator = kl_estimator
+        self.ppo_epochs = ppo_epochs
+        self.minibatches = minibatches
+        self.temperature = temperature
+        self.max_grad_norm = max_grad_norm
+        self.exclude_infrastructure_failures = exclude_infrastructure_failures
+        self.reference: PreTrainedModel | None = None
+        self._rollouts: list[Trajectory] | None = None
+        #: The last scored rollouts, for callbacks (token efficiency, logging).
+        self.last_rollouts: list[Trajectory] = []
+        self.last_rewards: torch.Tensor = torch.zeros(0)
+
+    # -- hooks -----------------------------------------------------------------------------------------------------
+    @override
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not any(type(cb).__name__ == "RolloutCallback" for cb in self.trainer.callbacks):
+            raise RuntimeError(
+                "GRPOModule needs rollouts: add lightning_cort.callbacks.RolloutCallback (and a SandboxCallback) "
+                "to the Trainer's callbacks"
+            )
+        if self.kl_coef and self.reference is None:
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def receive_rollouts(self, trajectories: Sequence[Trajectory]) -> None:
+        """Hand the trajectories of the current step to the module (called by the rollout callback)."""
+        if len(trajectories) % self.group_size:
+            raise ValueError(f"{len(trajectories)} trajectories is not a multiple of group_size={self.group_size}")
+        self._rollouts = list(trajectories)
+
+    # -- the RL step -----------------------------------------------------------------------------------------------
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self._rollouts is None:
+            raise RuntimeError("no rollouts for this step: is RolloutCallback attached to the Trainer?")
+        trajectories, self._rollouts = self._rollouts, None
+        rewards = self.score(trajectories)  # [B]
+        advantages = group_advantages(rewards, self.group_size, scale=self.advantage_scale)  # [B]
+        data = collate_trajectories(trajectories, self.tokenizer.pad_token_id).to(self.device)
+        keep = torch.tensor(
+            [not (self.exclude_infrastructure_failures and t.has_infrastructure_failure) for t in trajectories],
+            device=self.device,
+        )
+        mask = data.loss_mask * keep[:, None]  # [B, T]
+        with torch.no_grad():
+            old_logprobs = self.completion_logprobs(data, self.temperature)  # [B, T]
+            ref_logprobs = self._reference_logprobs(data)  # [B, T] or None
+        loss, metrics = self.update(data, advantages.to(self.device), mask, old_logprobs, ref_logprobs)
+        self.last_rollouts, self.last_rewards = trajectories, rewards
+        self._log_step(loss, metrics, rewards, advantages, keep)
+        return loss
+
+    def score(self, trajectories: Sequence[Trajectory]) -> torch.Tensor:
+        """Rewards of the trajectories. ``[B]``"""
+        return torch.tensor([float(self.reward_fn(t, t.row)) for t in trajectories], dtype=torch.float32)
+
+    def update(
+        self,
+        data: Any,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        ref_logprobs: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``ppo_epochs × minibatches`` optimizer steps on one rollout batch; returns the mean loss and metrics."""
+        opt = self.optimizers()
+        b = len(data)
+        losses, all_metrics = [], []
+        for _ in range(self.ppo_epochs):
+            order = (
+                torch.randperm(b, device=self.device) if self.minibatches > 1 else torch.arange(b, device=self.device)
+            )
+            for idx in order.chunk(self.minibatches):
+                mb = data.select(idx)
+                logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
+                loss, metrics = policy_loss(
+                    logprobs,
+                    old_logprobs[idx],
+                    advantages[idx],
+                    mask[idx],
+                    loss_type=self.loss_type,
+                    clip_low=self.clip_low,
+                    clip_high=self.clip_high,
+                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
+                    kl_coef=self.kl_coef,
+                    kl_estimator=self.kl_estimator,
+                )
+                opt.zero_grad()
+                self.manual_backward(loss)
+                if self.max_grad_norm:
+                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                losses.append(loss.detach())
+                all_metrics.append(metrics)
+        mean = {k: torch.stack([m[k] for m in all_metrics]).mean() for k in all_metrics[0]}
+        return torch.stack(losses).mean(), mean
+
+    def _reference_logprobs(self, data: Any) -> torch.Tensor | None:
+        if not self.kl_coef or self.reference is None:
+            return None
+        policy, self.model = self.model, self.reference
+        try:
+            return self.completion_logprobs(data, self.temperature)
+        finally:
+            self.model = policy
+
+    def _log_step(
+        self,
+        loss: torch.Tensor,
+        metrics: dict[str, torch.Tensor],
+        rewards: torch.Tensor,
+        advantages: torch.Tensor,
+        keep: torch.Tensor,
+    ) -> None:
+        b = rewards.numel()
+        grouped = rewards.view(-1, self.group_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("train/reward", rewards.mean(), prog_bar=True, batch_size=b)
+        self.log("train/reward_std", rewards.std() if b > 1 else torch.tensor(0.0), batch_size=b)
+        self.log("train/zero_advantage_groups", (grouped.std(dim=1) == 0).float().mean(), batch_size=b)
+        self.log("train/excluded", 1.0 - keep.float().mean(), batch_size=b)
+        for k, v in metrics.items():
+            self.log(f"train/{k}", v, batch_size=b)

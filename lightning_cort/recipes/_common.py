@@ -1,0 +1,257 @@
+"""Building blocks shared by the recipes: config parsing, run directories, policies and the warm start."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from lightning_cort.formats.base import CodeFormat
+    from lightning_cort.tasks.calculator import CalculatorTask
+
+C = TypeVar("C")
+
+
+@dataclass
+class ModelConfig:
+    """The policy: a tiny Qwen2 built from this config and a locally trained tokenizer.
+
+    Attributes:
+        hidden_size: Model width.
+        num_layers: Transformer blocks.
+        num_heads: Attention heads (head_dim = hidden_size / num_heads).
+        num_kv_heads: Key/value heads.
+        intermediate_size: MLP width.
+        init_seed: Initialisation seed.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    intermediate_size: int = 512
+    init_seed: int = 0
+
+
+@dataclass
+class TaskConfig:
+    """The built-in calculator task.
+
+    Attributes:
+        kinds: Problem generators to mix.
+        digits: Operand size.
+        seed: Seed of the problem streams.
+        eval_size: Held-out problems for ``accuracy_before`` / ``accuracy_after`` (greedy).
+    """
+
+    kinds: list[str] = field(default_factory=lambda: ["multiply", "modpow", "series_sum", "gcd", "lcm", "prime_count"])
+    digits: int = 3
+    seed: int = 0
+    eval_size: int = 200
+
+
+@dataclass
+class WarmupConfig:
+    """Supervised warm start on built-in code-integrated traces (cached on disk, keyed by every setting that shapes it).
+
+    Attributes:
+        examples: Training traces.
+        epochs: Passes over them.
+        lr: Peak learning rate (linear warm-up, then cosine decay).
+        batch_size: Traces per step.
+        cache: Reuse a warm-started policy trained earlier with the same settings.
+    """
+
+    examples: int = 3000
+    epochs: int = 5
+    lr: float = 2e-3
+    batch_size: int = 32
+    cache: bool = True
+
+
+def parse_config(config_cls: type[C], args: list[str] | None, prog: str, description: str) -> C:
+    """Parse ``--config file.yaml`` and dotted overrides (``--grpo.steps 10``) into ``config_cls``.
+
+    Unknown or mistyped options are reported together with the valid ones; ``--help`` lists every field with its
+    docstring.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=True, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)
+    ns = parser.parse_args(args if args is not None else None)
+    ns.pop("config", None)
+    init = parser.instantiate_classes(ns)
+    return _to_dataclass(config_cls, init.as_dict() if hasattr(init, "as_dict") else dict(init))
+
+
+def _to_dataclass(cls: type[C], values: Any) -> C:
+    if dataclasses.is_dataclass(values):
+        return values  # type: ignore[return-value]
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in values:
+            continue
+        v = values[f.name]
+        ftype = f.type if not isinstance(f.type, str) else None
+        sub = _resolve_dataclass(cls, f.name)
+        kwargs[f.name] = _to_dataclass(sub, v) if sub is not None and isinstance(v, dict) else v
+        del ftype
+    return cls(**kwargs)
+
+
+def _resolve_dataclass(cls: type, name: str) -> type | None:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    t = hints.get(name)
+    return t if isinstance(t, type) and dataclasses.is_dataclass(t) else None
+
+
+def make_run_dir(run_dir: str | None, recipe: str) -> Path:
+    """``run_dir`` or ``runs/<recipe>-<timestamp>``, created."""
+    path = Path(run_dir) if run_dir else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def save_config(config: Any, run_dir: Path) -> None:
+    """Write the resolved config as ``config.json`` in the run directory."""
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+def task_rows(task: CalculatorTask, split: Literal["train", "test"], n: int, start: int = 0) -> list[dict[str, Any]]:
+    """Problems ``start .. start+n`` of a split as rows with the CoRT prompt."""
+    from lightning_cort.tasks.calculator import build_prompt
+
+    rows = []
+    for p in task.problems(split, start + n)[start:]:
+        row: dict[str, Any] = p.to_row()
+        row["prompt"] = build_prompt(p.question)
+        rows.append(row)
+    return rows
+
+
+def warm_start(
+    tokenizer: PreTrainedTokenizerBase,
+    model_cfg: ModelConfig,
+    warmup: WarmupConfig,
+    task: CalculatorTask,
+    code_format: CodeFormat,
+    seed: int,
+    progress: bool = True,
+) -> tuple[PreTrainedModel, bool]:
+    """A tiny policy supervised on code-integrated traces of the task (CoRT's SFT before RL), cached on disk.
+
+    Returns:
+        ``(model, from_cache)``.
+    """
+    from transformers import Qwen2ForCausalLM
+
+    from lightning_cort.models.tiny import default_cache_dir, tiny_qwen2
+
+    key_src = json.dumps(
+        {
+            "v": 1,
+            "model": dataclasses.asdict(model_cfg),
+            "warmup": {**dataclasses.asdict(warmup), "cache": None},
+            "task": [task.kinds, task.digits, task.seed],
+            "format": code_format.name,
+            "seed": seed,
+            "vocab": len(tokenizer),
+        },
+        sort_keys=True,
+    )
+    path = default_cache_dir() / f"warmstart-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
+    if warmup.cache and (path / "config.json").exists():
+        model = Qwen2ForCausalLM.from_pretrained(str(path))
+        return model.train(), True
+    model = tiny_qwen2(
+        tokenizer,
+        hidden_size=model_cfg.hidden_size,
+        num_layers=model_cfg.num_layers,
+        num_heads=model_cfg.num_heads,
+        num_kv_heads=model_cfg.num_kv_heads,
+        intermediate_size=model_cfg.intermediate_size,
+        seed=model_cfg.init_seed,
+    )
+    if warmup.examples > 0 and warmup.epochs > 0:
+        sft(model, tokenizer, task, code_format, warmup, seed, progress)
+    if warmup.cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".warmstart-"))
+        model.save_pretrained(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    return model.train(), False
+
+
+def sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: CalculatorTask,
+    code_format: CodeFormat,
+    warmup: WarmupConfig,
+    seed: int,
+    progress: bool = True,
+) -> None:
+    """Supervised fine-tuning of ``model`` on code-integrated traces of ``task`` (in place)."""
+    from functools import partial
+
+    import lightning as L
+    import torch
+
+    from lightning_cort.data import ListDataset, trajectory_from_text
+    from lightning_cort.modules.sft import SFTModule
+    from lightning_cort.tasks.calculator import build_prompt, code_trace, reference_output
+    from lightning_cort.trajectory import collate_trajectories
+
+    examples = [
+        trajectory_from_text(
+            tokenizer,
+            build_prompt(p.question),
+            code_trace(p, reference_output(p), code_format),
+            code_format,
+            row=p.to_row(),
+        )
+        for p in task.problems("train", warmup.examples)
+    ]
+    steps = warmup.epochs * -(-len(examples) // warmup.batch_size)
+    module = SFTModule(model, tokenizer, lr=warmup.lr, warmup_steps=max(1, steps // 20), lr_schedule="cosine")
+    loader = torch.utils.data.DataLoader(
+        ListDataset(examples),
+        batch_size=warmup.batch_size,
+        shuffle=True,
+        collate_fn=partial(collate_trajectories, pad_token_id=tokenizer.pad_token_id),
+        generator=torch.Generator().manual_seed(seed),
+    )
+    trainer = L.Trainer(
+        max_epochs=warmup.epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=progress_callbacks(progress),
+    )
+    trainer.fit(module, loader)
+
+
+def progress_callbacks(progress: bool) -> list:
+    """A rich progress bar when ``progress`` (and rich is usable), else nothing."""
+    if not progress:
+        return []
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return [RichProgressBar(leave=True)]

@@ -1,0 +1,25 @@
+"""Rewards: answer extraction, math equivalence and the seed systems' reward functions."""
+
+from lightning_cort.rewards.functions import (
+    RewardFn,
+    combine,
+    correctness_reward,
+    cort_reward,
+    is_correct,
+    retool_reward,
+    successful_code_output,
+)
+from lightning_cort.rewards.math import final_answer, is_equivalent, last_boxed
+
+__all__ = [
+    "RewardFn",
+    "combine",
+    "correctness_reward",
+    "cort_reward",
+    "final_answer",
+    "is_correct",
+    "is_equivalent",
+    "last_boxed",
+    "retool_reward",
+    "successful_code_output",
+]

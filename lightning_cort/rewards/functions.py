@@ -1,0 +1,48 @@
+"""Reward functions: plain callables ``(trajectory, row) -> float``, composable with :func:`combine`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lightning_cort.rewards.math import final_answer, is_equivalent
+from lightning_cort.trajectory import Trajectory
+
+RewardFn = Callable[[Trajectory, Mapping[str, Any]], float]
+
+
+def is_correct(trajectory: Trajectory, row: Mapping[str, Any], *, require_think_close: bool = True) -> bool:
+    r"""Whether the trajectory's final ``\boxed{}`` answer (after ``</think>``) equals ``row["answer"]``."""
+    text = trajectory.completion_text
+    return is_equivalent(final_answer(text, require_think_close=require_think_close), str(row["answer"]))
+
+
+def correctness_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
+    """1 for a correct final answer, else 0."""
+    return float(is_correct(trajectory, row))
+
+
+def successful_code_output(trajectory: Trajectory) -> bool:
+    """Whether at least one execution succeeded with non-empty output (CoRT's test, on results not regexes)."""
+    return any(c.result.ok and c.result.stdout.strip() not in ("", "[]", "Done") for c in trajectory.tool_calls)
+
+
+def cort_reward(trajectory: Trajectory, row: Mapping[str, Any], code_penalty: float = -0.1) -> float:
+    """CoRT's reward: 1/0 for the answer, plus ``code_penalty`` (−0.1) when no code output succeeded — which
+    includes writing no code at all, as in CoRT's code."""
+    penalty = 0.0 if successful_code_output(trajectory) else code_penalty
+    return correctness_reward(trajectory, row) + penalty
+
+
+def retool_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
+    """ReTool's reward: +1 for a correct answer, −1 otherwise."""
+    return 1.0 if is_correct(trajectory, row) else -1.0
+
+
+def combine(terms: Sequence[tuple[RewardFn, float]]) -> RewardFn:
+    """A weighted sum of reward functions: ``combine([(cort_reward, 1.0), (my_format_reward, 0.2)])``."""
+
+    def reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
+        return sum(w * fn(trajectory, row) for fn, w in terms)
+
+    return reward

@@ -1,0 +1,251 @@
+"""The multi-turn rollout loop: generate until a code call closes, execute it, append the output as forced tokens,
+continue — with per-trajectory limits and exact token provenance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightning_cort.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingConfig
+from lightning_cort.trajectory import FinishReason, Segment, ToolCall, Trajectory
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lightning_cort.formats.base import CodeFormat
+    from lightning_cort.sandbox.base import Sandbox
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Limits and sampling for rollouts.
+
+    Attributes:
+        max_calls: Code executions allowed per trajectory. After the last one, generation continues without the code
+            stop (CoRT: ``max_func_call - 1`` executions).
+        max_total_tokens: Completion budget per trajectory, counting sampled *and* interpreter-output tokens. An
+            output block that would not fit is dropped and the trajectory ends (CoRT's rule).
+        max_tokens_per_call: Most tokens sampled in one generation round.
+        budget_notice: Append the format's notice (CoRT's ``[SYSTEM]`` text) to the last allowed execution's output.
+        timeout: Sandbox timeout per execution in seconds (``None``: the sandbox's default).
+        sampling: Temperature, top-p, ... (``max_new_tokens`` is set per round from the limits above).
+    """
+
+    max_calls: int = 4
+    max_total_tokens: int = 512
+    max_tokens_per_call: int = 256
+    budget_notice: bool = True
+    timeout: float | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.max_calls < 0:
+            errors.append(f"max_calls must be >= 0, got {self.max_calls}")
+        if self.max_total_tokens < 1:
+            errors.append(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
+        if self.max_tokens_per_call < 1:
+            errors.append(f"max_tokens_per_call must be >= 1, got {self.max_tokens_per_call}")
+        if errors:
+            raise ValueError("invalid RolloutConfig: " + "; ".join(errors))
+
+
+@dataclass
+class _State:
+    prompt_ids: list[int]
+    row: Mapping[str, Any]
+    group: int
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    segments: list[tuple[str, int, int, str]] = field(default_factory=list)  # kind, start, end, text
+    calls: list[ToolCall] = field(default_factory=list)
+    since_tool: str = ""  # model text since the last interpreter output (where a call is searched)
+    session: str | None = None
+    rounds: int = 0
+    finish: FinishReason = "active"
+    generation_s: float = 0.0
+    tool_s: float = 0.0
+
+
+class RolloutEngine:
+    """Samples code-interleaved trajectories.
+
+    Args:
+        backend: Generates continuations of token-id prompts (:class:`~lightning_cort.rollout.HFBackend`, ...).
+        tokenizer: Encodes interpreter output and decodes text views.
+        code_format: Where calls are and how output is rendered.
+        sandbox: Executes the code; one session per trajectory, so state persists across its calls.
+        config: Limits and sampling.
+    """
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        tokenizer: PreTrainedTokenizerBase,
+        code_format: CodeFormat,
+        sandbox: Sandbox,
+        config: RolloutConfig | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.format = code_format
+        self.sandbox = sandbox
+        self.config = config or RolloutConfig()
+        self.policy_version = 0
+
+    def encode_prompts(self, messages: Sequence[str]) -> list[list[int]]:
+        """Chat-template user messages into prompt ids (generation prompt included)."""
+        out = []
+        for m in messages:
+            enc = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": m}], add_generation_prompt=True, tokenize=True
+            )
+            ids = enc["input_ids"] if isinstance(enc, Mapping) else enc
+            out.append(list(ids))
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        rows: Sequence[Mapping[str, Any]] | None = None,
+        n: int = 1,
+        sampling: SamplingConfig | None = None,
+    ) -> list[Trajectory]:
+        """Sample ``n`` trajectories per prompt.
+
+        Args:
+            prompts: Prompt token ids (already chat-templated).
+            rows: The dataset rows of the prompts (kept on the trajectories for scoring).
+            n: Samples per prompt.
+            sampling: Overrides the config's sampling for this call (e.g. greedy evaluation).
+
+        Returns:
+            ``len(prompts) * n`` trajectories, grouped by prompt (``[p0 × n, p1 × n, ...]``).
+        """
+        cfg = self.config
+        sampling = sampling or cfg.sampling
+        rows = rows if rows is not None else [{} for _ in prompts]
+        states = [_State(list(p), rows[g], g) for g in range(len(prompts)) for p in [prompts[g]] for _ in range(n)]
+        max_rounds = 2 * cfg.max_calls + 2
+        try:
+            while True:
+                active = [s for s in states if s.finish == "active"]
+                if not active:
+                    break
+                with_stop = [s for s in active if len(s.calls) < cfg.max_calls]
+                without_stop = [s for s in active if len(s.calls) >= cfg.max_calls]
+                pending: list[tuple[_State, str]] = []
+                for group, stops in ((with_stop, self.format.stop_strings), (without_stop, ())):
+                    if group:
+                        pending.extend(self._generate_round(group, sampling, stops, max_rounds))
+                if pending:
+                    self._execute(pending)
+        finally:
+            for s in states:
+                if s.session is not None:
+                    self.sandbox.close_session(s.session)
+        return [self._finish(s, sampling.logprobs) for s in states]
+
+    # -- steps -----------------------------------------------------------------------------------------------------
+    def _generate_round(
+        self, group: list[_State], sampling: SamplingConfig, stops: Sequence[str], max_rounds: int
+    ) -> list[tuple[_State, str]]:
+        cfg = self.config
+        budgets = [min(cfg.max_tokens_per_call, cfg.max_total_tokens - len(s.ids)) for s in group]
+        round_sampling = SamplingConfig(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_new_tokens=max(budgets),
+            logprobs=sampling.logprobs,
+        )
+        t0 = time.perf_counter()
+        outs = self.backend.generate([s.prompt_ids + s.ids for s in group], round_sampling, stops)
+        share = (time.perf_counter() - t0) / len(group)
+        pending = []
+        for s, out, budget in zip(group, outs, budgets):
+            s.generation_s += share
+            s.rounds += 1
+            out = self._clip(out, budget)
+            self._append_model(s, out)
+            if out.finish == "eos":
+                s.finish = "eos"
+            elif out.finish == "length":
+                s.finish = "length"
+            elif s.rounds >= max_rounds:
+                s.finish = "max_rounds"
+            else:
+                call = self.format.find_call(s.since_tool)
+                if call is not None:
+                    pending.append((s, call.code))
+                # A stop that closed something other than a code call: keep generating in the next round.
+        return pending
+
+    def _execute(self, pending: list[tuple[_State, str]]) -> None:
+        cfg = self.config
+        for s, _ in pending:
+            if s.session is None:
+                s.session = self.sandbox.open_session()
+        results = self.sandbox.run_many(
+            [code for _, code in pending], sessions=[s.session for s, _ in pending], timeout=cfg.timeout
+        )
+        for (s, code), result in zip(pending, results):
+            s.tool_s += result.duration_s
+            last = len(s.calls) + 1 >= cfg.max_calls
+            rendered = self.format.render_result(result, budget_notice=cfg.budget_notice and last)
+            out_ids = self.tokenizer.encode(rendered, add_special_tokens=False)
+            if len(s.ids) + len(out_ids) >= cfg.max_total_tokens:
+                s.finish = "budget"  # the output does not fit: end on the model's closing delimiter, as CoRT does
+                continue
+            start = len(s.ids)
+            s.ids.extend(out_ids)
+            s.mask.extend([0] * len(out_ids))
+            s.logprobs.extend([0.0] * len(out_ids))
+            s.segments.append(("tool", start, len(s.ids), rendered))
+            s.calls.append(ToolCall(code=code, result=result, rendered=rendered, segment=len(s.segments) - 1))
+            s.since_tool = ""
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _clip(out: GenerationOutput, budget: int) -> GenerationOutput:
+        if len(out.token_ids) <= budget:
+            return out
+        lp = out.logprobs[:budget] if out.logprobs is not None else None
+        return GenerationOutput(out.token_ids[:budget], lp, "length")
+
+    def _append_model(self, s: _State, out: GenerationOutput) -> None:
+        if not out.token_ids:
+            return
+        if s.segments and s.segments[-1][0] == "model":
+            _, start, _, _ = s.segments.pop()  # consecutive rounds without a call form one model span
+        else:
+            start = len(s.ids)
+        s.ids.extend(out.token_ids)
+        s.mask.extend([1] * len(out.token_ids))
+        s.logprobs.extend(out.logprobs if out.logprobs is not None else [0.0] * len(out.token_ids))
+        text = self.tokenizer.decode(s.ids[start:], skip_special_tokens=False)
+        s.segments.append(("model", start, len(s.ids), text))
+        s.since_tool = text
+
+    def _finish(self, s: _State, logprobs: bool) -> Trajectory:
+        traj = Trajectory(
+            prompt_ids=torch.tensor(s.prompt_ids, dtype=torch.long),
+            completion_ids=torch.tensor(s.ids, dtype=torch.long),
+            loss_mask=torch.tensor(s.mask, dtype=torch.long),
+            segments=[Segment(k, a, b, t) for k, a, b, t in s.segments],  # type: ignore[arg-type]
+            tool_calls=s.calls,
+            finish_reason=s.finish,
+            sampling_logprobs=torch.tensor(s.logprobs, dtype=torch.float32) if logprobs else None,
+            prompt_text=self.tokenizer.decode(s.prompt_ids, skip_special_tokens=False),
+            row=dict(s.row),
+            group=s.group,
+            policy_version=self.policy_version,
+            generation_s=s.generation_s,
+            tool_s=s.tool_s,
+        )
+        return traj

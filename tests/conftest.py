@@ -1,0 +1,60 @@
+"""Shared fixtures: an isolated cache directory, the tiny tokenizer, and a briefly warm-started tiny policy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never touch the user's cache; CI may point LIGHTNING_CORT_CACHE at a fresh directory itself."""
+    path = Path(os.environ.get("LIGHTNING_CORT_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["LIGHTNING_CORT_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(_cache_dir: Path):
+    from lightning_cort.models.tiny import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+#: Small warm-start settings shared by the tests that need a policy which writes code calls.
+SMALL_WARMUP = {"examples": 1200, "epochs": 3, "lr": 3e-3, "batch_size": 32}
+
+
+@pytest.fixture(scope="session")
+def trained_policy(tokenizer):
+    """A tiny policy briefly supervised on code traces: it writes well-formed code calls (accuracy is not the point)."""
+    import torch
+
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.recipes._common import ModelConfig, WarmupConfig, warm_start
+    from lightning_cort.tasks import CalculatorTask
+
+    torch.manual_seed(0)
+    model, _ = warm_start(
+        tokenizer,
+        ModelConfig(),
+        WarmupConfig(**SMALL_WARMUP),
+        CalculatorTask(digits=3, seed=0),
+        CoRTFormat(),
+        0,
+        progress=False,
+    )
+    return model.eval()
+
+
+@pytest.fixture()
+def sandbox():
+    from lightning_cort.sandbox import LocalSandbox
+
+    with LocalSandbox(timeout=5.0) as sb:
+        yield sb

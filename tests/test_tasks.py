@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from lightning_cort.formats import CORT_PROMPT_HINT, CoRTFormat, ReToolFormat
+from lightning_cort.rewards import final_answer, is_equivalent
+from lightning_cort.tasks import ALL_KINDS, CalculatorTask, build_prompt, code_trace, reference_output, text_trace
+
+
+def test_problems_are_deterministic_and_seed_dependent():
+    a = CalculatorTask(seed=3).problems("train", 50)
+    b = CalculatorTask(seed=3).problems("train", 50)
+    c = CalculatorTask(seed=4).problems("train", 50)
+    assert a == b
+    assert [p.question for p in a] != [p.question for p in c]
+    assert {p.kind for p in a} == set(ALL_KINDS)
+
+
+def test_held_out_split_is_disjoint_from_train():
+    task = CalculatorTask(kinds=("gcd",), digits=2, seed=0)  # a small space, so collisions would show
+    test = {p.question for p in task.problems("test", 200)}
+    train = {p.question for p in task.problems("train", 2000)}
+    assert not test & train
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_reference_programs_print_the_answer_in_a_sandbox(kind, sandbox):
+    problems = CalculatorTask(kinds=(kind,), digits=3, seed=1).problems("test", 4)
+    results = sandbox.run_many([p.code for p in problems])
+    for p, r in zip(problems, results):
+        assert r.status == "ok", r
+        assert r.stdout.strip() == p.answer
+        assert reference_output(p).strip() == p.answer
+
+
+@pytest.mark.parametrize("kind", ["multiply", "series_sum", "lcm"])
+def test_text_steps_are_correct_arithmetic(kind):
+    for p in CalculatorTask(kinds=(kind,), digits=3, seed=2).problems("test", 10):
+        for step in p.steps:
+            m = re.fullmatch(r"(\d+) ([*+/]) (\d+) = (\d+)", step)
+            if m:
+                a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+                assert {"*": a * b, "+": a + b, "/": a // b}[op] == c, step
+        assert p.steps[-1].endswith(p.answer)
+
+
+def test_answers_need_a_calculator():
+    """Every multiply answer at 3 digits has at least 5 digits: beyond what a tiny model does in its head."""
+    for p in CalculatorTask(kinds=("multiply",), digits=3).problems("test", 50):
+        assert len(p.answer) >= 5
+
+
+@pytest.mark.parametrize("fmt", [CoRTFormat(), ReToolFormat()], ids=lambda f: f.name)
+def test_traces_are_well_formed_and_answer_correctly(fmt):
+    for p in CalculatorTask(seed=5).problems("train", 12):
+        code = code_trace(p, reference_output(p), fmt)
+        assert code.startswith(CORT_PROMPT_HINT)
+        blocks = fmt.parse(code)
+        assert [b.kind for b in blocks] == ["text", "code", "output", "text"]
+        assert blocks[1].content == p.code and blocks[2].content == p.answer
+        text = text_trace(p, fmt)
+        assert not [b for b in fmt.parse(text) if b.kind != "text"]
+        for trace in (code, text):
+            assert is_equivalent(final_answer(trace), p.answer)
+
+
+def test_prompt_has_cort_suffix():
+    assert build_prompt("What is 2?").endswith("put your final answer within \\boxed{}.")
+    assert build_prompt("What is 2?", suffix=None) == "What is 2?"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown or empty"):
+        CalculatorTask(kinds=("division",))
+    with pytest.raises(ValueError, match="digits"):
+        CalculatorTask(digits=0)
+    with pytest.raises(ValueError, match="split"):
+        CalculatorTask().problems("validation", 1)  # type: ignore[arg-type]
