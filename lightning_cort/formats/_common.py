@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 class DelimitedFormat:
-    """A format whose code call is ``code_open + code + code_close`` and whose output is ``out_open + text + out_close``.
+    """A format whose code call is ``code_open + code + code_close`` and whose output is
+    ``out_open + text + out_close``.
 
     Subclasses set the class attributes; everything else (finding calls, parsing, rendering) is shared.
     """

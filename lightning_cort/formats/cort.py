@@ -25,7 +25,8 @@ CORT_BUDGET_NOTICE = (
 class CoRTFormat(DelimitedFormat):
     """Markdown code fences as in CoRT.
 
-    The model writes ```` ```python\\n<code>\\n```\\n ````; the environment appends ```` ```output\\n<result>\\n```\\n ````
+    The model writes ```` ```python\\n<code>\\n```\\n ````; the environment appends
+    ```` ```output\\n<result>\\n```\\n ````
     with the result stripped and middle-truncated to ``max_output_chars`` (CoRT: 800 → 400 + ``...`` + 400), and
     CoRT's ``[SYSTEM]`` notice inside the block on the last allowed execution.
 

@@ -6,8 +6,8 @@ pre-tokenizer and decoder. That matters: ``AutoTokenizer`` on a directory whose 
 would silently give different ids through the two loading paths. Digits are split one per token, as in Qwen2.
 
 Special tokens mirror DeepSeek-R1-Distill-Qwen (the base models of CoRT): ``<｜begin▁of▁sentence｜>``,
-``<｜end▁of▁sentence｜>``, ``<｜User｜>``, ``<｜Assistant｜>``, plus ``<think>``/``</think>``; the chat template's generation
-prompt ends with ``<｜Assistant｜><think>\\n`` like R1-Distill's.
+``<｜end▁of▁sentence｜>``, ``<｜User｜>``, ``<｜Assistant｜>``, plus ``<think>``/``</think>``; the chat template's
+generation prompt ends with ``<｜Assistant｜><think>\\n`` like R1-Distill's.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
 #: Qwen2's pre-tokenization regex (letters grouped, digits one by one, punctuation runs with trailing newlines).
-QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 #: A DeepSeek-R1-Distill-style chat template: the generation prompt opens the thinking.
 CHAT_TEMPLATE = (

@@ -36,7 +36,7 @@ class ModelConfig:
     """
 
     hidden_size: int = 128
-    num_layers: int = 2
+    num_layers: int = 4
     num_heads: int = 2
     num_kv_heads: int = 1
     intermediate_size: int = 512
@@ -74,7 +74,7 @@ class WarmupConfig:
 
     examples: int = 3000
     epochs: int = 5
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     batch_size: int = 32
     cache: bool = True
 

@@ -134,6 +134,9 @@ class RolloutEngine:
         max_rounds = 2 * cfg.max_calls + 2
         try:
             while True:
+                for s in states:
+                    if s.finish == "active" and len(s.ids) >= cfg.max_total_tokens:
+                        s.finish = "length"
                 active = [s for s in states if s.finish == "active"]
                 if not active:
                     break

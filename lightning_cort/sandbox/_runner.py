@@ -5,6 +5,7 @@ runs the cells in one namespace, and writes ``result.json`` with the error of th
 lightning_cort imports so the child starts fast.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -15,10 +16,8 @@ import traceback
 
 def _limit(kind: int, value: int) -> None:
     if value > 0:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(kind, (value, value))
-        except (ValueError, OSError):
-            pass
 
 
 def main() -> None:
@@ -32,10 +31,9 @@ def main() -> None:
     out = sys.stdout
     for cell in spec["replay"]:
         sys.stdout = io.StringIO()  # earlier cells already showed their output
-        try:
+        # A replayed cell that fails now is skipped, as it would have been dropped.
+        with contextlib.suppress(BaseException):
             exec(compile(cell, "<cell>", "exec"), namespace)
-        except BaseException:
-            pass
     sys.stdout = out
     error = None
     try:

@@ -10,6 +10,7 @@ files. A hardened fork-server sandbox replaces this one (see the project's issue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -169,10 +170,8 @@ class LocalSandbox:
             timed_out = True
         finally:
             # Kill the whole group: also grandchildren and code that ignores signals.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             proc.wait()
             with self._lock:
                 self._live.discard(proc.pid)
@@ -215,10 +214,8 @@ class LocalSandbox:
         with self._lock:
             live = list(self._live)
         for pid in live:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> LocalSandbox:
@@ -228,7 +225,5 @@ class LocalSandbox:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -9,8 +9,8 @@ question of the training split.
 
 Two trace styles are generated for supervised fine-tuning:
 
-* **code-integrated** (CoRT style): the prompt hint after ``<think>``, one code block, its real interpreter output, then a
-  boxed answer;
+* **code-integrated** (CoRT style): the prompt hint after ``<think>``, one code block, its real interpreter output,
+  then a boxed answer;
 * **text-only**: the same answer worked out in words, step by step.
 """
 

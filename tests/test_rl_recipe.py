@@ -1,0 +1,106 @@
+"""End to end: the RL recipe on a small setting, and the GRPO module's contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_cort.recipes import rl
+
+SMALL = [
+    "--progress",
+    "false",
+    "--warmup.examples",
+    "600",
+    "--warmup.epochs",
+    "2",
+    "--grpo.steps",
+    "3",
+    "--grpo.prompts_per_step",
+    "4",
+    "--grpo.group_size",
+    "4",
+    "--task.eval_size",
+    "16",
+]
+
+
+@pytest.mark.slow
+def test_rl_recipe_end_to_end(tmp_path):
+    summary = rl.main([*SMALL, "--run_dir", str(tmp_path / "run")])
+    run_dir = tmp_path / "run"
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("accuracy_before", "accuracy_after", "tool_calls_per_response", "tokens_per_response"):
+        assert key in on_disk
+    assert 0.0 <= on_disk["accuracy_before"] <= 1.0 and 0.0 <= on_disk["accuracy_after"] <= 1.0
+    assert on_disk["tokens_per_response"] > 0
+    assert json.loads((run_dir / "config.json").read_text())["grpo"]["steps"] == 3
+    metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
+    for name in ("train/loss", "train/reward", "efficiency/accuracy", "rollout/tokens_per_s", "sandbox/executions"):
+        assert name in metrics
+    assert (run_dir / "policy" / "config.json").exists()
+    lines = (run_dir / "eval_generations.jsonl").read_text().splitlines()
+    assert len(lines) == 16
+    # The second run reuses the cached warm start.
+    again = rl.main([*SMALL, "--run_dir", str(tmp_path / "run2"), "--grpo.steps", "1"])
+    assert again["warmup_from_cache"] is True
+    assert again["accuracy_before"] == summary["accuracy_before"]
+
+
+def test_unknown_option_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        rl.main(["--grpo.stepz", "3"])
+    assert "stepz" in capsys.readouterr().err
+
+
+def test_grpo_module_without_rollout_callback_fails_at_setup(trained_policy, tokenizer):
+    import lightning as L
+
+    from lightning_cort.modules import GRPOModule
+
+    module = GRPOModule(trained_policy, tokenizer, group_size=2)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    loader = torch.utils.data.DataLoader([{"prompt": "x"}], batch_size=1, collate_fn=list)
+    with pytest.raises(RuntimeError, match="RolloutCallback"):
+        trainer.fit(module, loader)
+
+
+def test_grpo_update_moves_logprobs_in_the_advantage_direction(trained_policy, tokenizer):
+    """One GRPO update raises the log-prob of the rewarded trajectory and lowers the other's."""
+    import copy
+
+    from lightning_cort.data import trajectory_from_text
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.modules import GRPOModule
+    from lightning_cort.trajectory import collate_trajectories
+
+    fmt = CoRTFormat()
+    good = trajectory_from_text(
+        tokenizer,
+        "What is 2 * 3?",
+        "```python\nprint(2 * 3)\n```\n```output\n6\n```\n</think>\n\n\\boxed{6}",
+        fmt,
+        row={"answer": "6"},
+    )
+    bad = trajectory_from_text(tokenizer, "What is 2 * 3?", "</think>\n\n\\boxed{5}", fmt, row={"answer": "6"})
+    module = GRPOModule(copy.deepcopy(trained_policy).train(), tokenizer, group_size=2, lr=1e-3)
+    opt = torch.optim.SGD(module.model.parameters(), lr=0.05)
+    module.optimizers = lambda: opt  # type: ignore[method-assign]
+    module.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
+    module.clip_gradients = lambda *a, **k: None  # type: ignore[method-assign]
+    data = collate_trajectories([good, bad], tokenizer.pad_token_id)
+    rewards = module.score([good, bad])
+    assert rewards.tolist() == [1.0, 0.0]
+    from lightning_cort.losses import group_advantages
+
+    adv = group_advantages(rewards, 2)
+    with torch.no_grad():
+        old = module.completion_logprobs(data)
+    module.update(data, adv, data.loss_mask, old, None)
+    with torch.no_grad():
+        new = module.completion_logprobs(data)
+    delta = ((new - old) * data.loss_mask).sum(-1)
+    assert delta[0] > 0 and delta[1] < 0
