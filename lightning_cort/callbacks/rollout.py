@@ -58,6 +58,7 @@ class RolloutCallback(L.Callback):
         if missing:
             raise ValueError(f"rows {missing} of the batch have no 'prompt' field (the user message)")
         group = self.group_size or int(getattr(pl_module, "group_size", 1))
+        self.engine.policy_version = trainer.global_step  # the weights of the current optimizer step sample
         was_training = pl_module.training
         pl_module.eval()
         try:

@@ -28,7 +28,9 @@ class GRPOModule(PolicyModule):
     Interpreter-output tokens never enter the loss (their ``loss_mask`` is 0), and trajectories hit by sandbox
     failures are excluded by default.
 
-    Subclass and override :meth:`score` for a new reward, or pass ``reward_fn``.
+    Subclass and override :meth:`score` for a new reward, or pass ``reward_fn``. Because optimization is manual,
+    ``trainer.global_step`` counts optimizer steps: give the Trainer ``max_steps = rl_steps × ppo_epochs ×
+    minibatches`` (or bound the run by the dataloader's length).
 
     Args:
         model: The policy.
@@ -103,7 +105,9 @@ class GRPOModule(PolicyModule):
     # -- hooks -----------------------------------------------------------------------------------------------------
     @override
     def setup(self, stage: str) -> None:
-        if stage == "fit" and not any(type(cb).__name__ == "RolloutCallback" for cb in self.trainer.callbacks):
+        from lightning_cort.callbacks.rollout import RolloutCallback
+
+        if stage == "fit" and not any(isinstance(cb, RolloutCallback) for cb in self.trainer.callbacks):
             raise RuntimeError(
                 "GRPOModule needs rollouts: add lightning_cort.callbacks.RolloutCallback (and a SandboxCallback) "
                 "to the Trainer's callbacks"

@@ -72,8 +72,8 @@ class WarmupConfig:
         cache: Reuse a warm-started policy trained earlier with the same settings.
     """
 
-    examples: int = 3000
-    epochs: int = 5
+    examples: int = 4000
+    epochs: int = 6
     lr: float = 1.5e-3
     batch_size: int = 32
     cache: bool = True

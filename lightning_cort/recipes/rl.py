@@ -182,7 +182,8 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     )
     efficiency = TokenEfficiencyCallback()
     trainer = L.Trainer(
-        max_steps=cfg.grpo.steps,
+        # Under manual optimization the trainer counts optimizer steps: each RL step makes ppo_epochs × minibatches.
+        max_steps=cfg.grpo.steps * cfg.grpo.ppo_epochs * cfg.grpo.minibatches,
         accelerator="cpu",
         devices=1,
         default_root_dir=str(run_dir),
