@@ -9,22 +9,14 @@ import torch
 
 from lightning_cort.recipes import rl
 
+# fmt: off
 SMALL = [
-    "--progress",
-    "false",
-    "--warmup.examples",
-    "600",
-    "--warmup.epochs",
-    "2",
-    "--grpo.steps",
-    "3",
-    "--grpo.prompts_per_step",
-    "4",
-    "--grpo.group_size",
-    "4",
-    "--task.eval_size",
-    "16",
+    "--progress", "false",
+    "--warmup.examples", "800", "--warmup.epochs", "3", "--warmup.lr", "3e-3",
+    "--grpo.steps", "3", "--grpo.prompts_per_step", "4", "--grpo.group_size", "4",
+    "--task.eval_size", "16",
 ]
+# fmt: on
 
 
 @pytest.mark.slow

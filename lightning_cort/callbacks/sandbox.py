@@ -81,11 +81,11 @@ class SandboxCallback(L.Callback):
 
     @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if not self.stats.durations:
+        n = len(self.stats.durations)
+        pl_module.log("sandbox/executions", float(n))
+        if not n:
             return
         durations = sorted(self.stats.durations)
-        n = len(durations)
-        pl_module.log("sandbox/executions", float(n))
         pl_module.log("sandbox/latency_p50_ms", 1000 * durations[n // 2])
         pl_module.log("sandbox/latency_p99_ms", 1000 * durations[min(n - 1, int(0.99 * n))])
         for status, count in self.stats.counts.items():

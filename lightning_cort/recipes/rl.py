@@ -55,7 +55,7 @@ class GRPOConfig:
     steps: int = 40
     prompts_per_step: int = 8
     group_size: int = 8
-    lr: float = 2e-4
+    lr: float = 2e-5
     loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = "dapo"
     clip_low: float = 0.2
     clip_high: float = 0.28

@@ -62,9 +62,7 @@ class HFBackend:
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
-            kwargs.update(
-                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
-            )
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         if stop_strings:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
         out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)

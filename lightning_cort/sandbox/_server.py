@@ -1,0 +1,755 @@
+"""The fork server behind :class:`~lightning_cort.sandbox.LocalSandbox`.
+
+Started as ``python -I _server.py '<json config>'`` by the client. It imports the preloaded modules once, isolates
+itself (a network namespace without interfaces and a private ``/tmp`` when it runs as root), then serves requests
+read from its stdin and answers on its stdout, both as 4-byte length-prefixed JSON frames:
+
+* ``{"id", "op": "run", "code", "session", "timeout"}`` → a result frame with the same ``id``;
+* ``{"op": "close_session", "session"}``;
+* ``{"op": "shutdown"}``.
+
+Each one-shot execution is a child forked from this process, so it pays no interpreter start or import cost; a
+session is a long-lived forked child that executes its cells in one namespace. Every child runs in its own process
+group, under its own unprivileged uid when the server is root (so ``RLIMIT_NPROC`` caps fork bombs and every process
+the code left behind can be killed by uid), with resource limits, a private working directory, stdin on
+``/dev/null``, and a scrubbed environment. The server enforces wall-clock deadlines by ``SIGKILL``, drains output
+while the code runs and caps what it keeps.
+
+This file imports nothing from lightning_cort: it must start fast and survive anything the children do.
+"""
+
+import contextlib
+import ctypes
+import errno
+import io
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import traceback
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+IS_ROOT = os.geteuid() == 0
+
+_CHILD_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONIOENCODING": "utf-8",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# framing
+def _write_frame(fd, obj):
+    data = json.dumps(obj).encode("utf-8")
+    payload = struct.pack("<I", len(data)) + data
+    view = memoryview(payload)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class _FrameReader:
+    def __init__(self):
+        self.buf = bytearray()
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        while len(self.buf) >= 4:
+            (n,) = struct.unpack("<I", self.buf[:4])
+            if len(self.buf) < 4 + n:
+                break
+            out.append(json.loads(bytes(self.buf[4 : 4 + n])))
+            del self.buf[: 4 + n]
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# isolation of the server itself
+def _isolate_server(cfg, notes):
+    if not IS_ROOT or not cfg["isolate"]:
+        notes.append("not root: no network or mount namespace, no per-execution uid")
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) == 0:
+        notes.append("network: private namespace without interfaces")
+    else:
+        notes.append(f"network: unshare failed ({os.strerror(ctypes.get_errno())}); network is NOT isolated")
+    tmp_root = None
+    if libc.unshare(CLONE_NEWNS) == 0 and libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
+        opts = f"size={cfg['tmpfs_mb']}m,mode=1777".encode()
+        mounted = []
+        for target in ("/tmp", "/var/tmp", "/dev/shm"):
+            if os.path.isdir(target) and libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, opts) == 0:
+                mounted.append(target)
+        if "/tmp" in mounted:
+            tmp_root = "/tmp"
+        notes.append(f"files: private size-capped tmpfs on {', '.join(mounted) or 'nothing'}")
+        _expose_python(libc, notes)
+    else:
+        notes.append("files: no mount namespace; /tmp is shared with the host")
+    return tmp_root
+
+
+def _others_can_reach(path):
+    """Whether a process of another uid can traverse to ``path`` (every ancestor has o+x)."""
+    parts = os.path.abspath(path).split(os.sep)
+    for i in range(2, len(parts) + 1):
+        d = os.sep.join(parts[:i]) or os.sep
+        try:
+            if not os.stat(d).st_mode & 0o001:
+                return d
+        except OSError:
+            return None
+    return None
+
+
+def _expose_python(libc, notes):
+    """Children run as an unprivileged uid that may not traverse, e.g., ``/root`` (where pyenv puts Python). In the
+    server's private mount namespace, such a directory is replaced by an empty tmpfs into which only the Python
+    installation and site-packages are bind-mounted back, read-only: the interpreter works, the rest stays hidden."""
+    import sysconfig
+
+    needed = {
+        os.path.realpath(p)
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)))
+    }
+    needed |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+    needed |= {os.path.realpath(p) for p in sysconfig.get_paths().values() if os.path.isdir(p)}
+    blocked = {}
+    for path in sorted(needed):
+        block = _others_can_reach(path)
+        if block is not None:
+            blocked.setdefault(block, []).append(path)
+    for block, paths in blocked.items():
+        stage = tempfile.mkdtemp(prefix=".lc_stage_", dir="/tmp")
+        if libc.mount(block.encode(), stage.encode(), None, MS_BIND | MS_REC, None) != 0:
+            notes.append(f"files: could not expose {block} to the sandbox uid")
+            continue
+        if libc.mount(b"tmpfs", block.encode(), b"tmpfs", 0, b"size=1m,mode=0755") != 0:
+            libc.umount2(stage.encode(), MNT_DETACH)
+            continue
+        for path in paths:
+            rel = os.path.relpath(path, block)
+            target = os.path.join(block, rel)
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            src = os.path.join(stage, rel).encode()
+            if libc.mount(src, target.encode(), None, MS_BIND | MS_REC, None) == 0:
+                libc.mount(None, target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
+        libc.umount2(stage.encode(), MNT_DETACH)
+        os.rmdir(stage)
+        notes.append(f"files: {block} hidden from the code except the Python installation (read-only)")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the child side
+def _set_limits(cfg, timeout, nproc):
+    def lim(kind, value):
+        if value and value > 0:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(kind, (value, value))
+
+    lim(resource.RLIMIT_AS, cfg["memory_mb"] << 20)
+    lim(resource.RLIMIT_FSIZE, cfg["max_file_mb"] << 20)
+    lim(resource.RLIMIT_NOFILE, 256)
+    lim(resource.RLIMIT_CORE, 0)
+    if timeout is not None:
+        lim(resource.RLIMIT_CPU, int(timeout) + 2)
+    if nproc:
+        lim(resource.RLIMIT_NPROC, nproc)
+
+
+def _child_setup(cfg, uid, workdir, out_w, err_w, res_w, ctl_r, timeout):
+    """Runs in the forked child before the user's code: isolation, limits, fresh standard streams."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.dup2(res_w, 3)
+    keep = 4
+    if ctl_r is not None:
+        os.dup2(ctl_r, 4)
+        keep = 5
+    os.closerange(keep, 65536)
+    _set_limits(cfg, timeout, cfg["nproc"] if uid is not None else 0)
+    os.chdir(workdir)
+    if uid is not None:
+        global _OWN_UID
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        _OWN_UID = True
+    # The server's environment already is the minimal one (see main): only the per-child entries change.
+    os.environ["HOME"] = workdir
+    os.environ["TMPDIR"] = workdir
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    # Unbuffered text streams: output written before os._exit() or a crash is not lost.
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
+    sys.__stdout__, sys.__stderr__, sys.__stdin__ = sys.stdout, sys.stderr, sys.stdin
+    seed = os.urandom(16)
+    import random
+
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        with contextlib.suppress(Exception):
+            np.random.seed(int.from_bytes(seed[:4], "little"))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
+def _exec_cell(code, namespace):
+    """Execute one cell; returns an error dict or None. SystemExit propagates."""
+    try:
+        compiled = compile(code, "<cell>", "exec")
+        exec(compiled, namespace)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+            tb = tb.tb_next
+        if isinstance(e, SyntaxError):
+            tb = None
+        text = "".join(traceback.format_exception(type(e), e, tb)).rstrip("\n")
+        return {"name": type(e).__name__, "value": str(e), "traceback": text, "oom": isinstance(e, MemoryError)}
+    return None
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+_OWN_UID = False  # set in the child when it runs under its own uid
+
+
+def _kill_leftovers():
+    """Under its own uid, ``kill(-1)`` reaches every other process of that uid: whatever the code spawned."""
+    if _OWN_UID:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
+
+
+def _exit_code(e):
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def _system_exit_error(e):
+    return {"name": "SystemExit", "value": str(e.code), "traceback": f"SystemExit: {e.code}", "oom": False}
+
+
+def _run_one_shot(code):
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        error = _exec_cell(code, namespace)
+    except SystemExit as e:
+        _flush()
+        _kill_leftovers()
+        if _exit_code(e) != 0:
+            with contextlib.suppress(Exception):
+                os.write(3, json.dumps({"error": _system_exit_error(e)}).encode("utf-8"))
+        os._exit(_exit_code(e))
+    _flush()
+    _kill_leftovers()
+    with contextlib.suppress(Exception):
+        os.write(3, json.dumps({"error": error}).encode("utf-8"))
+    os._exit(0)
+
+
+def _run_session():
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    reader = _FrameReader()
+    while True:
+        data = os.read(4, 1 << 16)
+        if not data:
+            os._exit(0)
+        for msg in reader.feed(data):
+            try:
+                error = _exec_cell(msg["code"], namespace)
+            except SystemExit as e:
+                _flush()
+                if _exit_code(e) != 0:
+                    with contextlib.suppress(Exception):
+                        _write_frame(3, {"error": _system_exit_error(e)})
+                os._exit(_exit_code(e))
+            _flush()
+            _write_frame(3, {"error": error})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the server side
+class _Proc:
+    """A forked child (one-shot execution or session) and the buffers of its current execution."""
+
+    def __init__(self, pid, uid, workdir, fds, ctl_w, session):
+        self.pid = pid
+        self.uid = uid
+        self.workdir = workdir
+        self.out_fd, self.err_fd, self.res_fd = fds
+        self.ctl_w = ctl_w
+        self.session = session
+        self.out = bytearray()
+        self.err = bytearray()
+        self.out_total = 0
+        self.err_total = 0
+        self.res = _FrameReader() if session else None
+        self.res_raw = bytearray()
+        self.request = None
+        self.deadline = None
+        self.started = 0.0
+        self.restarted = False
+        self.timed_out = False
+        self.closing = False
+        self.exited = None  # waitpid status once reaped
+        self.open_fds = {self.out_fd, self.err_fd, self.res_fd}
+
+
+class Server:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.notes = []
+        self.tmp_root = _isolate_server(cfg, self.notes)
+        self.use_uids = IS_ROOT and cfg["isolate"]
+        self.free_uids = list(range(cfg["uid_base"], cfg["uid_base"] + cfg["uid_count"]))[::-1]
+        self.workroot = tempfile.mkdtemp(prefix="lc_sandbox_", dir=self.tmp_root)
+        os.chmod(self.workroot, 0o711)
+        self.sel = selectors.DefaultSelector()
+        self.procs = {}  # pid -> _Proc
+        self.fd_owner = {}  # fd -> (_Proc, kind)
+        self.sessions = {}  # session id -> _Proc
+        self.dead_sessions = set()
+        self.queue = []
+        self.running = 0
+        self.reader = _FrameReader()
+        # Protocol pipes move off fds 0/1 so children can take those over.
+        self.in_fd = os.dup(0)
+        self.out_fd = os.dup(1)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.set_blocking(self.in_fd, False)
+        self.sel.register(self.in_fd, selectors.EVENT_READ, ("control", None))
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *a: None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
+        self.stopping = False
+        with contextlib.suppress(Exception):  # orphaned descendants of children are reaped here, not by init
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+    # -- main loop -------------------------------------------------------------------------------------------------
+    def serve(self):
+        _write_frame(
+            self.out_fd, {"op": "ready", "pid": os.getpid(), "notes": self.notes, "uid_isolation": self.use_uids}
+        )
+        while not (self.stopping and not self.procs):
+            timeout = self._next_timeout()
+            for key, _ in self.sel.select(timeout):
+                kind, _ = key.data
+                if kind == "control":
+                    self._on_control()
+                elif kind == "wake":
+                    with contextlib.suppress(BlockingIOError, InterruptedError):
+                        os.read(self.wake_r, 4096)
+                else:
+                    self._on_output(key.fd)
+            self._reap()
+            self._check_deadlines()
+            self._start_queued()
+
+    def _next_timeout(self):
+        deadlines = [p.deadline for p in self.procs.values() if p.deadline is not None]
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _on_control(self):
+        try:
+            data = os.read(self.in_fd, 1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:  # the client went away: clean up and leave
+            self._shutdown()
+            return
+        for msg in self.reader.feed(data):
+            op = msg.get("op")
+            if op == "run":
+                self.queue.append(msg)
+            elif op == "close_session":
+                proc = self.sessions.pop(msg["session"], None)
+                self.dead_sessions.discard(msg["session"])
+                if proc is not None and proc.request is None:
+                    self._kill(proc)
+            elif op == "shutdown":
+                self._shutdown()
+
+    def _shutdown(self):
+        self.stopping = True
+        self.queue.clear()
+        for proc in list(self.procs.values()):
+            proc.closing = True
+            self._kill(proc)
+
+    # -- starting work ---------------------------------------------------------------------------------------------
+    def _start_queued(self):
+        """Start queued requests in order while workers are free; a cell waits while its session is busy."""
+        i = 0
+        while i < len(self.queue) and self.running < self.cfg["workers"] and not self.stopping:
+            req = self.queue[i]
+            sid = req.get("session")
+            busy = sid is not None and sid in self.sessions and self.sessions[sid].request is not None
+            if busy or (sid is not None and any(r.get("session") == sid for r in self.queue[:i])):
+                i += 1
+                continue
+            del self.queue[i]
+            try:
+                self._start(req)
+            except OSError as e:
+                error = {"name": type(e).__name__, "value": str(e), "traceback": ""}
+                self._reply(req, {"status": "sandbox_error", "error": error})
+
+    def _start(self, req):
+        sid = req.get("session")
+        timeout = req.get("timeout") or self.cfg["timeout"]
+        if sid:
+            proc = self.sessions.get(sid)
+            restarted = False
+            if proc is None:
+                restarted = sid in self.dead_sessions
+                self.dead_sessions.discard(sid)
+                proc = self._fork(None, timeout=None, session=sid)
+                self.sessions[sid] = proc
+            proc.restarted = restarted
+            self._begin(proc, req, timeout)
+            _write_frame(proc.ctl_w, {"code": req["code"]})
+        else:
+            proc = self._fork(req["code"], timeout=timeout, session=None)
+            self._begin(proc, req, timeout)
+
+    def _begin(self, proc, req, timeout):
+        proc.request = req
+        proc.started = time.monotonic()
+        proc.deadline = proc.started + timeout
+        proc.out.clear()
+        proc.err.clear()
+        proc.out_total = proc.err_total = 0
+        self.running += 1
+
+    def _fork(self, code, timeout, session):
+        uid = self.free_uids.pop() if self.use_uids else None
+        workdir = self._workdir(uid)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        ctl_r = ctl_w = None
+        if session:
+            ctl_r, ctl_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                _child_setup(self.cfg, uid, workdir, out_w, err_w, res_w, ctl_r, timeout)
+                if session:
+                    _run_session()
+                else:
+                    _run_one_shot(code)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    os.write(2, traceback.format_exc().encode())
+            os._exit(70)
+        for fd in (out_w, err_w, res_w) + ((ctl_r,) if ctl_r is not None else ()):
+            os.close(fd)
+        proc = _Proc(pid, uid, workdir, (out_r, err_r, res_r), ctl_w, session)
+        for fd, kind in ((out_r, "out"), (err_r, "err"), (res_r, "res")):
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, ("pipe", proc))
+            self.fd_owner[fd] = (proc, kind)
+        self.procs[pid] = proc
+        return proc
+
+    # -- progress --------------------------------------------------------------------------------------------------
+    def _on_output(self, fd):
+        owner = self.fd_owner.get(fd)
+        if owner is None:
+            return
+        proc, kind = owner
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_fd(proc, fd)
+                return
+            self._take(proc, kind, data)
+            if kind == "res" and proc.session and proc.request is not None:
+                for msg in proc.res.feed(data):
+                    self._finish_cell(proc, msg)
+                data = b""
+
+    def _take(self, proc, kind, data):
+        cap = self.cfg["max_output_bytes"]
+        if kind == "out":
+            if len(proc.out) < cap:
+                proc.out += data[: cap - len(proc.out)]
+            proc.out_total += len(data)
+        elif kind == "err":
+            if len(proc.err) < cap:
+                proc.err += data[: cap - len(proc.err)]
+            proc.err_total += len(data)
+        elif not proc.session:
+            proc.res_raw += data[: 1 << 20]
+
+    def _drain(self, proc):
+        for fd, kind in ((proc.out_fd, "out"), (proc.err_fd, "err"), (proc.res_fd, "res")):
+            if kind == "res" and proc.session:
+                continue
+            if fd in proc.open_fds:
+                while True:
+                    try:
+                        data = os.read(fd, 1 << 16)
+                    except (BlockingIOError, InterruptedError, OSError):
+                        break
+                    if not data:
+                        self._close_fd(proc, fd)
+                        break
+                    self._take(proc, kind, data)
+
+    def _close_fd(self, proc, fd):
+        if fd in proc.open_fds:
+            proc.open_fds.discard(fd)
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(fd)
+            self.fd_owner.pop(fd, None)
+            os.close(fd)
+
+    def _reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.procs.get(pid)
+            if proc is not None:
+                proc.exited = status
+                self._on_exit(proc)
+
+    def _on_exit(self, proc):
+        self._drain(proc)
+        self._sweep(proc)  # leftovers die before the result goes out
+        if proc.request is not None:
+            if proc.closing:
+                error = {"name": "SandboxClosed", "value": "the sandbox was closed during the execution"}
+                self._finish(proc, {"status": "sandbox_error", "error": {**error, "traceback": ""}})
+            elif proc.timed_out:
+                self._finish(proc, {"status": "timeout"})
+            elif proc.session:
+                self._finish(proc, self._exit_result(proc, None))
+            else:
+                err = None
+                if proc.res_raw:
+                    with contextlib.suppress(ValueError):
+                        err = json.loads(proc.res_raw.decode("utf-8"))
+                self._finish(proc, self._exit_result(proc, err))
+        self._cleanup(proc)
+
+    def _exit_result(self, proc, payload):
+        status = proc.exited
+        code = os.waitstatus_to_exitcode(status) if status is not None else None
+        if payload is not None:
+            error = payload.get("error")
+            if error is None:
+                return {"status": "ok", "exit_code": code}
+            kind = "oom" if error.pop("oom", False) or error.get("name") == "MemoryError" else "error"
+            return {"status": kind, "error": error, "exit_code": code}
+        if code == 0:
+            return {"status": "ok", "exit_code": 0}  # sys.exit(0) before the end of the code
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            value = f"the process was killed by {name}"
+        else:
+            value = f"the process exited with code {code}"
+        if code is not None and code < 0 and -code == signal.SIGXFSZ:
+            value = "the code wrote a file larger than the sandbox allows"
+        return {
+            "status": "crashed",
+            "error": {"name": "ProcessExit", "value": value, "traceback": ""},
+            "exit_code": code,
+        }
+
+    def _finish_cell(self, proc, msg):
+        self._drain(proc)
+        self._finish(proc, self._exit_result(proc, msg) if msg is not None else None)
+
+    def _finish(self, proc, result):
+        req = proc.request
+        proc.request = None
+        proc.deadline = None
+        self.running -= 1
+        result = dict(result)
+        result.update(
+            stdout=proc.out.decode("utf-8", errors="replace"),
+            stderr=proc.err.decode("utf-8", errors="replace"),
+            stdout_truncated=proc.out_total > len(proc.out),
+            stderr_truncated=proc.err_total > len(proc.err),
+            duration_s=time.monotonic() - proc.started,
+            session_restarted=proc.restarted,
+        )
+        proc.restarted = False
+        self._reply(req, result)
+
+    def _reply(self, req, result):
+        result["id"] = req["id"]
+        result.setdefault("error", None)
+        result.setdefault("exit_code", None)
+        try:
+            _write_frame(self.out_fd, result)
+        except OSError:
+            self._shutdown()
+
+    def _check_deadlines(self):
+        now = time.monotonic()
+        for proc in list(self.procs.values()):
+            if proc.deadline is not None and now >= proc.deadline and proc.request is not None and not proc.timed_out:
+                # SIGKILL the group now; the result goes out when the child is reaped (milliseconds later), after
+                # whatever it left behind is killed too.
+                proc.timed_out = True
+                proc.deadline = None
+                self._kill(proc)
+
+    def _kill(self, proc):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+
+    def _cleanup(self, proc):
+        """After a child exited: kill whatever it left behind, release its uid, remove its files."""
+        self.procs.pop(proc.pid, None)
+        if proc.session and self.sessions.get(proc.session) is proc:
+            del self.sessions[proc.session]
+            self.dead_sessions.add(proc.session)
+        if proc.uid is not None:
+            self.free_uids.insert(0, proc.uid)  # reuse the least recently used uid last
+        for fd in list(proc.open_fds):
+            self._close_fd(proc, fd)
+        if proc.ctl_w is not None:
+            with contextlib.suppress(OSError):
+                os.close(proc.ctl_w)
+        self._release_workdir(proc.uid, proc.workdir)
+
+    def _workdir(self, uid):
+        """An empty working directory for a child: one kept per uid (emptied after use), or a fresh one."""
+        if uid is None:
+            return tempfile.mkdtemp(dir=self.workroot)
+        path = os.path.join(self.workroot, str(uid))
+        if not os.path.isdir(path):
+            os.mkdir(path, 0o700)
+            os.chown(path, uid, uid)
+        return path
+
+    def _release_workdir(self, uid, path):
+        if uid is None:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            if os.listdir(path):  # the code left files: remove them (and any permissions it changed)
+                shutil.rmtree(path, ignore_errors=True)
+            st = os.stat(path) if os.path.exists(path) else None
+            if st is None or st.st_uid != uid or (st.st_mode & 0o777) != 0o700:
+                shutil.rmtree(path, ignore_errors=True)
+                os.mkdir(path, 0o700)
+                os.chown(path, uid, uid)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _sweep(self, proc):
+        """Kill what an exited child left behind (grandchildren, daemons, escaped process groups).
+
+        Under uid isolation, a child that finished normally has already done this itself (``kill(-1)`` as its uid,
+        which reaches exactly its own leftovers, at no cost); after a crash, a timeout or a session's end the server
+        does it with a helper process that takes the uid. Without uid isolation only the process group is killed.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.uid is not None and not (proc.res_raw and not proc.session and not proc.timed_out):
+            self._kill_uid(proc.uid)
+
+    def _kill_uid(self, uid):
+        """Kill every process running as ``uid`` (grandchildren that escaped the process group): a helper that
+        becomes ``uid`` and sends ``kill(-1, SIGKILL)`` reaches exactly those."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgid(uid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except OSError as e:
+                os._exit(0 if e.errno == errno.ESRCH else 1)
+            os._exit(0)
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    for name in cfg["preload"]:
+        with contextlib.suppress(Exception):
+            __import__(name)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        with contextlib.suppress(Exception):
+            np.random.seed(0)  # the first call builds numpy's global generator (~20 ms): pay it once, not per child
+    import gc
+
+    gc.collect()
+    gc.freeze()  # children's garbage collections skip the preloaded objects: fewer copy-on-write page copies
+    os.environ.clear()
+    os.environ.update(_CHILD_ENV)
+    server = Server(cfg)
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(server.workroot, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
