@@ -84,3 +84,15 @@ def test_closed_sandbox_returns_sandbox_error():
     sb.close()
     r = sb.run("print(1)")
     assert r.status == "sandbox_error" and r.is_infrastructure_failure
+
+
+def test_python_installation_stays_reachable(sandbox):
+    """Isolation hides host directories, never the interpreter: non-preloaded modules import and the interpreter
+    can be started (wherever the virtual environment lives, /tmp included)."""
+    r = sandbox.run("import sympy.stats, fractions, sqlite3\nprint('imported')")
+    assert r.status == "ok" and r.stdout == "imported\n", r
+    r = sandbox.run(
+        "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'print(5)'], "
+        "capture_output=True, text=True).stdout)"
+    )
+    assert r.status == "ok" and r.stdout.strip() == "5", r

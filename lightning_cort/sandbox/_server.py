@@ -84,6 +84,9 @@ class _FrameReader:
 # --------------------------------------------------------------------------------------------------------------------
 # isolation of the server itself
 def _isolate_server(cfg, notes):
+    """Move the server (and so every child) into a network namespace without interfaces and a private mount
+    namespace with size-capped tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm``; keep the Python installation
+    reachable (read-only) for the children's unprivileged uids. Returns the directory for working directories."""
     if not IS_ROOT or not cfg["isolate"]:
         notes.append("not root: no network or mount namespace, no per-execution uid")
         return None
@@ -92,24 +95,53 @@ def _isolate_server(cfg, notes):
         notes.append("network: private namespace without interfaces")
     else:
         notes.append(f"network: unshare failed ({os.strerror(ctypes.get_errno())}); network is NOT isolated")
-    tmp_root = None
-    if libc.unshare(CLONE_NEWNS) == 0 and libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        opts = f"size={cfg['tmpfs_mb']}m,mode=1777".encode()
-        mounted = []
-        for target in ("/tmp", "/var/tmp", "/dev/shm"):
-            if os.path.isdir(target) and libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, opts) == 0:
-                mounted.append(target)
-        if "/tmp" in mounted:
-            tmp_root = "/tmp"
-        notes.append(f"files: private size-capped tmpfs on {', '.join(mounted) or 'nothing'}")
-        _expose_python(libc, notes)
-    else:
+    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         notes.append("files: no mount namespace; /tmp is shared with the host")
-    return tmp_root
+        return None
+    needed = _python_paths()
+    # Handles on the Python directories, taken in the new namespace before anything covers them; bound back after.
+    handles = {}
+    for path in needed:
+        with contextlib.suppress(OSError):
+            handles[path] = os.open(path, os.O_PATH)
+    covered = []
+    opts = f"size={cfg['tmpfs_mb']}m,mode=1777".encode()
+    for target in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(target) and libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, opts) == 0:
+            covered.append(target)
+    notes.append(f"files: private size-capped tmpfs on {', '.join(covered) or 'nothing'}")
+    # Directories other uids cannot traverse (e.g. /root holding pyenv) are replaced by an empty tmpfs.
+    for block in sorted({b for p in needed if (b := _others_can_reach(p)) is not None}):
+        if libc.mount(b"tmpfs", block.encode(), b"tmpfs", 0, b"size=1m,mode=0755") == 0:
+            covered.append(block)
+            notes.append(f"files: {block} hidden from the code except the Python installation (read-only)")
+    for path, fd in handles.items():
+        if any(path == c or path.startswith(c.rstrip("/") + "/") for c in covered):
+            with contextlib.suppress(OSError):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            src = f"/proc/self/fd/{fd}".encode()
+            if libc.mount(src, path.encode(), None, MS_BIND | MS_REC, None) == 0:
+                libc.mount(None, path.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
+            else:
+                notes.append(f"files: could not keep {path} reachable for the code")
+        os.close(fd)
+    return "/tmp" if "/tmp" in covered else None
+
+
+def _python_paths():
+    """The directories the children's interpreter reads: installation, standard library, site-packages."""
+    import sysconfig
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths |= {p for p in sys.path if p}
+    paths |= set(sysconfig.get_paths().values())
+    real = {os.path.realpath(p) for p in paths if os.path.isdir(p)}
+    # Keep only the outermost of nested paths: binding a parent brings its children along.
+    return sorted(p for p in real if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real))
 
 
 def _others_can_reach(path):
-    """Whether a process of another uid can traverse to ``path`` (every ancestor has o+x)."""
+    """The first ancestor of ``path`` that other uids cannot traverse (no o+x), or ``None``."""
     parts = os.path.abspath(path).split(os.sep)
     for i in range(2, len(parts) + 1):
         d = os.sep.join(parts[:i]) or os.sep
@@ -119,43 +151,6 @@ def _others_can_reach(path):
         except OSError:
             return None
     return None
-
-
-def _expose_python(libc, notes):
-    """Children run as an unprivileged uid that may not traverse, e.g., ``/root`` (where pyenv puts Python). In the
-    server's private mount namespace, such a directory is replaced by an empty tmpfs into which only the Python
-    installation and site-packages are bind-mounted back, read-only: the interpreter works, the rest stays hidden."""
-    import sysconfig
-
-    needed = {
-        os.path.realpath(p)
-        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)))
-    }
-    needed |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
-    needed |= {os.path.realpath(p) for p in sysconfig.get_paths().values() if os.path.isdir(p)}
-    blocked = {}
-    for path in sorted(needed):
-        block = _others_can_reach(path)
-        if block is not None:
-            blocked.setdefault(block, []).append(path)
-    for block, paths in blocked.items():
-        stage = tempfile.mkdtemp(prefix=".lc_stage_", dir="/tmp")
-        if libc.mount(block.encode(), stage.encode(), None, MS_BIND | MS_REC, None) != 0:
-            notes.append(f"files: could not expose {block} to the sandbox uid")
-            continue
-        if libc.mount(b"tmpfs", block.encode(), b"tmpfs", 0, b"size=1m,mode=0755") != 0:
-            libc.umount2(stage.encode(), MNT_DETACH)
-            continue
-        for path in paths:
-            rel = os.path.relpath(path, block)
-            target = os.path.join(block, rel)
-            os.makedirs(target, mode=0o755, exist_ok=True)
-            src = os.path.join(stage, rel).encode()
-            if libc.mount(src, target.encode(), None, MS_BIND | MS_REC, None) == 0:
-                libc.mount(None, target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
-        libc.umount2(stage.encode(), MNT_DETACH)
-        os.rmdir(stage)
-        notes.append(f"files: {block} hidden from the code except the Python installation (read-only)")
 
 
 # --------------------------------------------------------------------------------------------------------------------
