@@ -42,6 +42,7 @@ def sb():
 def _sandbox_processes(sb: LocalSandbox) -> list[tuple[int, str]]:
     """Processes of the sandbox's execution uids (all of them are children's); without uid isolation, the server's
     descendants other than itself."""
+    idle = set(sb.stats().get("idle", []))  # pre-forked children waiting for code are not leftovers
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -54,7 +55,7 @@ def _sandbox_processes(sb: LocalSandbox) -> list[tuple[int, str]]:
         uid = int(fields["Uid"].split()[0])
         ppid = int(fields["PPid"].strip())
         state = fields["State"].split()[0]
-        if state == "Z":
+        if state == "Z" or int(entry) in idle:
             continue
         if (sb.uid_isolation and 61000 <= uid < 61000 + 4096) or (not sb.uid_isolation and ppid == sb.server_pid):
             out.append((int(entry), state))
@@ -235,17 +236,39 @@ def test_killing_the_server_is_survived():
         assert box.server_pid not in (None, pid)
 
 
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = (Path("/proc") / entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status and "State:\tZ" not in status:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def test_close_leaves_no_processes():
     box = LocalSandbox(timeout=5)
     fut = box._request("import time\ntime.sleep(100)", None, 50)[0]
     sid = box.open_session()
     box.run("x = 1", session=sid)
     pid = box.server_pid
+    children = _children_of(pid)
+    assert len(children) >= 2  # the running execution, the session, pre-forked children
     box.close()
     assert fut.result()["status"] == "sandbox_error"
     time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    assert _sandbox_processes(box) == []
+    assert not _alive(pid)
+    assert [c for c in children if _alive(c)] == []
     assert box.run("print(1)").status == "sandbox_error"
     box.close()  # idempotent
 

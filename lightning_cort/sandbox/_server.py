@@ -6,6 +6,7 @@ read from its stdin and answers on its stdout, both as 4-byte length-prefixed JS
 
 * ``{"id", "op": "run", "code", "session", "timeout"}`` → a result frame with the same ``id``;
 * ``{"op": "close_session", "session"}``;
+* ``{"id", "op": "stats"}`` → pids of the pre-forked idle children and counts of running, queued, sessions;
 * ``{"op": "shutdown"}``.
 
 Each one-shot execution is a child forked from this process, so it pays no interpreter start or import cost; a
@@ -278,6 +279,24 @@ def _run_one_shot(code):
     os._exit(0)
 
 
+def _run_one_shot_when_asked():
+    """A pre-forked child: wait (already isolated) for the code, then run it once."""
+    reader = _FrameReader()
+    while True:
+        data = os.read(4, 1 << 20)
+        if not data:
+            os._exit(0)  # the server went away or retired this child
+        msgs = reader.feed(data)
+        if msgs:
+            break
+    msg = msgs[0]
+    timeout = msg.get("timeout")
+    if timeout:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 2, int(timeout) + 2))
+    _run_one_shot(msg["code"])
+
+
 def _run_session():
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     reader = _FrameReader()
@@ -322,6 +341,7 @@ class _Proc:
         self.restarted = False
         self.timed_out = False
         self.closing = False
+        self.answered_early = False
         self.exited = None  # waitpid status once reaped
         self.open_fds = {self.out_fd, self.err_fd, self.res_fd}
 
@@ -340,6 +360,7 @@ class Server:
         self.fd_owner = {}  # fd -> (_Proc, kind)
         self.sessions = {}  # session id -> _Proc
         self.dead_sessions = set()
+        self.idle = []  # pre-forked one-shot children waiting for code
         self.queue = []
         self.running = 0
         self.reader = _FrameReader()
@@ -380,6 +401,7 @@ class Server:
             self._reap()
             self._check_deadlines()
             self._start_queued()
+            self._refill()
 
     def _next_timeout(self):
         deadlines = [p.deadline for p in self.procs.values() if p.deadline is not None]
@@ -406,6 +428,9 @@ class Server:
                     self._kill(proc)
             elif op == "shutdown":
                 self._shutdown()
+            elif op == "stats":
+                self._reply(msg, {"status": "ok", "idle": [p.pid for p in self.idle], "running": self.running,
+                                  "queued": len(self.queue), "sessions": len(self.sessions)})
 
     def _shutdown(self):
         self.stopping = True
@@ -441,14 +466,24 @@ class Server:
             if proc is None:
                 restarted = sid in self.dead_sessions
                 self.dead_sessions.discard(sid)
-                proc = self._fork(None, timeout=None, session=sid)
+                proc = self._fork(session=sid)
                 self.sessions[sid] = proc
             proc.restarted = restarted
             self._begin(proc, req, timeout)
             _write_frame(proc.ctl_w, {"code": req["code"]})
         else:
-            proc = self._fork(req["code"], timeout=timeout, session=None)
+            # A pre-forked child is already isolated and waiting: the fork is off the latency path.
+            proc = self.idle.pop() if self.idle else self._fork()
             self._begin(proc, req, timeout)
+            _write_frame(proc.ctl_w, {"code": req["code"], "timeout": timeout})
+
+    def _refill(self):
+        """Keep ``prefork`` isolated children waiting for code."""
+        while len(self.idle) < self.cfg["prefork"] and not self.stopping and not self.queue:
+            try:
+                self.idle.append(self._fork())
+            except OSError:
+                return
 
     def _begin(self, proc, req, timeout):
         proc.request = req
@@ -459,28 +494,27 @@ class Server:
         proc.out_total = proc.err_total = 0
         self.running += 1
 
-    def _fork(self, code, timeout, session):
+    def _fork(self, session=None):
+        """Fork an isolated child that waits on its control pipe: for one cell (one-shot) or for many (session)."""
         uid = self.free_uids.pop() if self.use_uids else None
         workdir = self._workdir(uid)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
-        ctl_r = ctl_w = None
-        if session:
-            ctl_r, ctl_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
             try:
-                _child_setup(self.cfg, uid, workdir, out_w, err_w, res_w, ctl_r, timeout)
+                _child_setup(self.cfg, uid, workdir, out_w, err_w, res_w, ctl_r, None)
                 if session:
                     _run_session()
                 else:
-                    _run_one_shot(code)
+                    _run_one_shot_when_asked()
             except BaseException:
                 with contextlib.suppress(Exception):
                     os.write(2, traceback.format_exc().encode())
             os._exit(70)
-        for fd in (out_w, err_w, res_w) + ((ctl_r,) if ctl_r is not None else ()):
+        for fd in (out_w, err_w, res_w, ctl_r):
             os.close(fd)
         proc = _Proc(pid, uid, workdir, (out_r, err_r, res_r), ctl_w, session)
         for fd, kind in ((out_r, "out"), (err_r, "err"), (res_r, "res")):
@@ -507,10 +541,12 @@ class Server:
                 self._close_fd(proc, fd)
                 return
             self._take(proc, kind, data)
-            if kind == "res" and proc.session and proc.request is not None:
-                for msg in proc.res.feed(data):
-                    self._finish_cell(proc, msg)
-                data = b""
+            if kind == "res" and proc.request is not None:
+                if proc.session:
+                    for msg in proc.res.feed(data):
+                        self._finish_cell(proc, msg)
+                else:
+                    self._maybe_finish_one_shot(proc)
 
     def _take(self, proc, kind, data):
         cap = self.cfg["max_output_bytes"]
@@ -524,6 +560,17 @@ class Server:
             proc.err_total += len(data)
         elif not proc.session:
             proc.res_raw += data[: 1 << 20]
+
+    def _maybe_finish_one_shot(self, proc):
+        """Answer as soon as a one-shot child has written its result: it flushed its output and killed whatever it
+        spawned before writing it, and only exits afterwards (its exit and reaping are off the latency path)."""
+        try:
+            payload = json.loads(proc.res_raw.decode("utf-8"))
+        except ValueError:
+            return  # not complete yet
+        proc.answered_early = True
+        self._drain(proc)
+        self._finish(proc, self._exit_result(proc, payload))
 
     def _drain(self, proc):
         for fd, kind in ((proc.out_fd, "out"), (proc.err_fd, "err"), (proc.res_fd, "res")):
@@ -562,6 +609,8 @@ class Server:
                 self._on_exit(proc)
 
     def _on_exit(self, proc):
+        if proc in self.idle:
+            self.idle.remove(proc)
         self._drain(proc)
         self._sweep(proc)  # leftovers die before the result goes out
         if proc.request is not None:
@@ -699,7 +748,8 @@ class Server:
         """
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        if proc.uid is not None and not (proc.res_raw and not proc.session and not proc.timed_out):
+        cleaned_itself = proc.answered_early or (proc.res_raw and not proc.session and not proc.timed_out)
+        if proc.uid is not None and not cleaned_itself:
             self._kill_uid(proc.uid)
 
     def _kill_uid(self, uid):
@@ -733,6 +783,9 @@ def main():
     if np is not None:
         with contextlib.suppress(Exception):
             np.random.seed(0)  # the first call builds numpy's global generator (~20 ms): pay it once, not per child
+    if cfg.get("warmup"):
+        with contextlib.suppress(BaseException), contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(cfg["warmup"], "<warmup>", "exec"), {"__name__": "__warmup__"})
     import gc
 
     gc.collect()

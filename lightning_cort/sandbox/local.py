@@ -72,6 +72,21 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
     "re", "json", "numpy", "sympy",
 )  # fmt: skip
 
+#: Run once in the server after the imports, so the lazily imported parts of sympy (solvers, simplification,
+#: integration, number theory) and numpy.linalg are loaded and warm in every forked child.
+DEFAULT_WARMUP = """
+import sympy as sp
+x, y = sp.symbols('x y')
+sp.solve(x**2 - 5*x + 6, x)
+sp.solve([x + y - 3, x - y - 1], [x, y])
+sp.simplify(sp.sin(x)**2 + sp.cos(x)**2)
+sp.factor(x**2 - 1); sp.expand((x + 1)**3); sp.integrate(x**2, x); sp.diff(sp.exp(x), x)
+sp.factorint(360); sp.isprime(97); sp.Rational(1, 3) + 1; sp.nsimplify(0.5); sp.N(sp.pi, 20)
+sp.latex(x**2); str(sp.sqrt(8))
+import numpy as np
+np.linalg.solve(np.eye(2), np.ones(2)); np.linalg.eig(np.eye(2))
+"""
+
 
 def _error(name: str, value: str) -> ExecutionResult:
     return ExecutionResult("sandbox_error", error=ExecutionError(name, value))
@@ -87,6 +102,8 @@ class LocalSandbox:
         max_file_mb: Largest file a child may write.
         workers: Executions running at once (default: the number of CPU cores); more are queued.
         preload: Modules the server imports once.
+        warmup: Code the server runs once after the imports (warms lazily loaded parts of the preloaded modules).
+        prefork: Isolated children kept forked and waiting for code, so the fork is off the latency path.
         isolate: Use namespaces and per-execution uids when running as root.
         nproc: Processes (and threads) one execution may have at once, when isolated.
         tmpfs_mb: Size of the private ``/tmp`` (and ``/var/tmp``, ``/dev/shm``) when isolated.
@@ -103,6 +120,8 @@ class LocalSandbox:
         max_file_mb: int = 16,
         workers: int | None = None,
         preload: Sequence[str] = DEFAULT_PRELOAD,
+        warmup: str = DEFAULT_WARMUP,
+        prefork: int | None = None,
         isolate: bool = True,
         nproc: int = 64,
         tmpfs_mb: int = 256,
@@ -122,6 +141,8 @@ class LocalSandbox:
             "max_file_mb": max_file_mb,
             "workers": workers or os.cpu_count() or 1,
             "preload": list(preload),
+            "warmup": warmup,
+            "prefork": prefork if prefork is not None else (workers or os.cpu_count() or 1),
             "isolate": isolate,
             "nproc": nproc,
             "tmpfs_mb": tmpfs_mb,
@@ -345,6 +366,12 @@ class LocalSandbox:
         result = self._result(await asyncio.wrap_future(fut), restarted)
         self._record(session, code, result)
         return result
+
+    def stats(self) -> dict[str, Any]:
+        """The server's state: ``idle`` (pids of pre-forked children waiting for code), ``running``, ``queued``,
+        ``sessions``."""
+        msg = self._submit({"op": "stats"}).result()
+        return {k: msg[k] for k in ("idle", "running", "queued", "sessions") if k in msg}
 
     # -- sessions --------------------------------------------------------------------------------------------------
     def open_session(self) -> str:
