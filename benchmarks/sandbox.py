@@ -81,10 +81,11 @@ def sandbox_exec(sb: LocalSandbox, code: str) -> float:
     return time.perf_counter() - t
 
 
-def uid_processes() -> int:
+def uid_processes(exclude: set[int]) -> int:
+    """Live processes under the sandbox's execution uids, except ``exclude`` (the pre-forked idle children)."""
     n = 0
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) not in exclude:
             try:
                 status = Path(f"/proc/{entry}/status").read_text()
             except OSError:
@@ -180,7 +181,8 @@ def main() -> None:
         soak_s = time.perf_counter() - t
         rss1 = rss_kb(pid)
         time.sleep(0.5)
-        leaked = uid_processes()
+        idle = set(sb.stats().get("idle", []))
+        leaked = uid_processes(idle)
         restarts = sb.restarts
 
     print(f"## Sandbox ({platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()})\n")
@@ -207,7 +209,8 @@ def main() -> None:
     )
     print(
         f"- soak: {soak_n} mixed executions ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))}) in "
-        f"{soak_s:.0f} s; leaked processes after: {leaked}; server restarts: {restarts}; supervisor RSS "
+        f"{soak_s:.0f} s; leaked processes after: {leaked} (the {len(idle)} pre-forked idle children not counted); "
+        f"server restarts: {restarts}; supervisor RSS "
         f"{rss0 / 1024:.1f} → {rss1 / 1024:.1f} MiB ({100 * (rss1 - rss0) / rss0:+.1f}%)"
     )
 

@@ -429,8 +429,16 @@ class Server:
             elif op == "shutdown":
                 self._shutdown()
             elif op == "stats":
-                self._reply(msg, {"status": "ok", "idle": [p.pid for p in self.idle], "running": self.running,
-                                  "queued": len(self.queue), "sessions": len(self.sessions)})
+                self._reply(
+                    msg,
+                    {
+                        "status": "ok",
+                        "idle": [p.pid for p in self.idle],
+                        "running": self.running,
+                        "queued": len(self.queue),
+                        "sessions": len(self.sessions),
+                    },
+                )
 
     def _shutdown(self):
         self.stopping = True
