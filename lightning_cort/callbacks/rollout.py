@@ -9,6 +9,7 @@ from typing_extensions import override
 
 from lightning_cort.callbacks.sandbox import SandboxCallback
 from lightning_cort.formats.base import CodeFormat
+from lightning_cort.metrics import rollout_statistics
 from lightning_cort.rollout.backends.hf import HFBackend
 from lightning_cort.rollout.engine import RolloutConfig, RolloutEngine
 from lightning_cort.trajectory import Trajectory
@@ -69,23 +70,7 @@ class RolloutCallback(L.Callback):
         pl_module.receive_rollouts(trajectories)  # type: ignore[attr-defined]
 
     def _log(self, pl_module: L.LightningModule, trajectories: list[Trajectory]) -> None:
-        n = len(trajectories)
-        gen_s = sum(t.generation_s for t in trajectories)
-        tool_s = sum(t.tool_s for t in trajectories)
-        sampled = sum(t.num_model_tokens for t in trajectories)
-        calls = [c for t in trajectories for c in t.tool_calls]
-        pl_module.log("rollout/tokens_per_s", sampled / gen_s if gen_s else 0.0, batch_size=n)
-        pl_module.log(
-            "rollout/interpreter_time_share", tool_s / (gen_s + tool_s) if gen_s + tool_s else 0.0, batch_size=n
-        )
-        pl_module.log("rollout/calls_per_trajectory", len(calls) / n, batch_size=n)
-        pl_module.log(
-            "rollout/truncation_rate",
-            sum(t.finish_reason in ("length", "budget") for t in trajectories) / n,
-            batch_size=n,
-        )
-        pl_module.log(
-            "rollout/infrastructure_failure_rate",
-            sum(c.result.is_infrastructure_failure for c in calls) / len(calls) if calls else 0.0,
-            batch_size=n,
-        )
+        stats = rollout_statistics(trajectories)
+        names = {"tool_calls_per_response": "calls_per_trajectory"}
+        for key, value in stats.items():
+            pl_module.log(f"rollout/{names.get(key, key)}", value, batch_size=len(trajectories))

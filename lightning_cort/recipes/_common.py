@@ -104,10 +104,8 @@ def _to_dataclass(cls: type[C], values: Any) -> C:
         if f.name not in values:
             continue
         v = values[f.name]
-        ftype = f.type if not isinstance(f.type, str) else None
         sub = _resolve_dataclass(cls, f.name)
         kwargs[f.name] = _to_dataclass(sub, v) if sub is not None and isinstance(v, dict) else v
-        del ftype
     return cls(**kwargs)
 
 
