@@ -25,6 +25,7 @@ _LAZY = {
     "SamplingConfig": "lightning_cort.rollout",
     "HFBackend": "lightning_cort.rollout",
     "GRPOModule": "lightning_cort.modules",
+    "RFTModule": "lightning_cort.modules",
     "SFTModule": "lightning_cort.modules",
     "RolloutCallback": "lightning_cort.callbacks",
     "SandboxCallback": "lightning_cort.callbacks",

@@ -17,7 +17,8 @@ from lightning_cort.trajectory import Trajectory
 
 class RolloutCallback(L.Callback):
     """At the start of every training step, samples ``group_size`` trajectories per prompt row of the batch with the
-    current policy and calls ``pl_module.receive_rollouts(trajectories)``.
+    current policy and calls ``pl_module.receive_rollouts(trajectories)`` (RL). A module with a ``rollout_engine``
+    attribute instead of ``receive_rollouts`` (RFT) gets the engine and samples once per round itself.
 
     The batch is a list of rows with a ``prompt`` (the user message). The sandbox comes from the Trainer's
     :class:`SandboxCallback`; generation uses the module's live weights (HF backend), so no weight sync is needed.
@@ -48,12 +49,16 @@ class RolloutCallback(L.Callback):
         self.engine = RolloutEngine(
             HFBackend(model, tokenizer), tokenizer, self.code_format, sandbox_cb.sandbox, self.config
         )
+        if hasattr(pl_module, "rollout_engine"):  # modules that sample per round (RFT) drive the engine themselves
+            pl_module.rollout_engine = self.engine
 
     @override
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         assert self.engine is not None
+        if not hasattr(pl_module, "receive_rollouts"):
+            return  # e.g. RFTModule: it samples once per round, when its dataloader is built
         rows = list(batch)
         missing = [i for i, r in enumerate(rows) if "prompt" not in r]
         if missing:

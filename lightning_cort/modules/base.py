@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 class PolicyModule(L.LightningModule):
-    """Base of :class:`SFTModule` and :class:`GRPOModule`: holds the policy and computes completion log-probs.
+    """Base of the training modules: holds the policy, computes completion log-probs, and shards the policy with
+    FSDP2 under ``ModelParallelStrategy`` (:meth:`configure_model`).
 
     Args:
         model: The causal LM to train.
@@ -32,6 +33,23 @@ class PolicyModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.lr = lr
         self.weight_decay = weight_decay
+
+    def configure_model(self) -> None:
+        """Shard the policy (and a frozen reference copy, if the module keeps one) with FSDP2 when the Trainer runs
+        ``ModelParallelStrategy``; a no-op on one device and under DDP, so the same module code serves all three."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        if getattr(self, "_fsdp2_sharded", False):
+            return
+        from lightning_cort.models.policy import shard_fsdp2
+
+        shard_fsdp2(self.model, self.device_mesh)
+        reference = getattr(self, "reference", None)
+        if isinstance(reference, torch.nn.Module):
+            shard_fsdp2(reference, self.device_mesh)
+        self._fsdp2_sharded = True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]

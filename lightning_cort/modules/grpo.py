@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from typing_extensions import override
 
-from lightning_cort.losses import AdvantageScale, KLEstimator, LossType, group_advantages, policy_loss
+from lightning_cort.losses import (
+    AdvantageScale,
+    ISMode,
+    KLEstimator,
+    LossType,
+    entropy_from_logits,
+    group_advantages,
+    policy_loss,
+)
 from lightning_cort.modules.base import PolicyModule
 from lightning_cort.rewards.functions import RewardFn, correctness_reward
 from lightning_cort.trajectory import Trajectory, collate_trajectories
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ImportanceSampling = Literal["none", "token", "sequence"]
 
 
 class GRPOModule(PolicyModule):
@@ -43,8 +53,18 @@ class GRPOModule(PolicyModule):
         clip_low: PPO ε below 1.
         clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
         advantage_scale: ``group``, ``batch`` or ``none``.
-        kl_coef: β of the KL penalty against a frozen copy of the initial policy (0 disables it and the copy).
+        kl_coef: β of the KL penalty against the initial policy (0 disables it). For a peft model (one with
+            ``disable_adapter``) the reference is the policy with its adapters disabled, so no copy is made;
+            otherwise it is a frozen copy of the policy made at ``setup``.
         kl_estimator: ``k1``, ``k2`` or ``k3``.
+        entropy_coef: Weight of the entropy bonus (``loss -= entropy_coef · entropy``; CoRT: 0.001). The entropy of
+            ``softmax(logits / temperature)`` is computed only when this is not 0.
+        importance_sampling: Correct for rollouts sampled by another engine (vLLM) than the trainer with the weight
+            ``exp(old_logprobs - sampling_logprobs)``: ``none``, per ``token``, or per ``sequence`` (see
+            :func:`~lightning_cort.losses.importance_weights`). Needs every trajectory's ``sampling_logprobs``
+            (``SamplingConfig(logprobs=True)``).
+        is_mode: ``truncate`` the weight at ``is_cap`` (TIS) or ``mask`` tokens / sequences above it (MIS).
+        is_cap: Upper bound ``>= 1`` of the importance weight.
         ppo_epochs: Passes over each rollout batch.
         minibatches: Optimizer steps per pass.
         temperature: Sampling temperature; log-probs are computed from ``logits / temperature`` to match.
@@ -66,6 +86,10 @@ class GRPOModule(PolicyModule):
         advantage_scale: AdvantageScale = "group",
         kl_coef: float = 0.0,
         kl_estimator: KLEstimator = "k3",
+        entropy_coef: float = 0.0,
+        importance_sampling: ImportanceSampling = "none",
+        is_mode: ISMode = "truncate",
+        is_cap: float = 2.0,
         ppo_epochs: int = 1,
         minibatches: int = 1,
         temperature: float = 1.0,
@@ -80,6 +104,12 @@ class GRPOModule(PolicyModule):
             errors.append(f"ppo_epochs and minibatches must be >= 1, got {ppo_epochs} and {minibatches}")
         if temperature <= 0:
             errors.append(f"temperature must be > 0 for training log-probs, got {temperature}")
+        if importance_sampling not in get_args(ImportanceSampling):
+            errors.append(f"importance_sampling must be 'none', 'token' or 'sequence', got {importance_sampling!r}")
+        if is_mode not in get_args(ISMode):
+            errors.append(f"is_mode must be 'truncate' or 'mask', got {is_mode!r}")
+        if not is_cap >= 1.0:
+            errors.append(f"is_cap must be >= 1 (on-policy tokens have weight 1), got {is_cap}")
         if errors:
             raise ValueError("invalid GRPOModule arguments: " + "; ".join(errors))
         self.automatic_optimization = False
@@ -91,11 +121,16 @@ class GRPOModule(PolicyModule):
         self.advantage_scale: AdvantageScale = advantage_scale
         self.kl_coef = kl_coef
         self.kl_estimator: KLEstimator = kl_estimator
+        self.entropy_coef = entropy_coef
+        self.importance_sampling: ImportanceSampling = importance_sampling
+        self.is_mode: ISMode = is_mode
+        self.is_cap = is_cap
         self.ppo_epochs = ppo_epochs
         self.minibatches = minibatches
         self.temperature = temperature
         self.max_grad_norm = max_grad_norm
         self.exclude_infrastructure_failures = exclude_infrastructure_failures
+        #: Frozen copy of the initial policy for the KL term; stays ``None`` for peft policies (adapters disabled).
         self.reference: PreTrainedModel | None = None
         self._rollouts: list[Trajectory] | None = None
         #: The last scored rollouts, for callbacks (token efficiency, logging).
@@ -112,7 +147,7 @@ class GRPOModule(PolicyModule):
                 "GRPOModule needs rollouts: add lightning_cort.callbacks.RolloutCallback (and a SandboxCallback) "
                 "to the Trainer's callbacks"
             )
-        if self.kl_coef and self.reference is None:
+        if self.kl_coef and self.reference is None and not self._reference_is_base_model:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
 
     def receive_rollouts(self, trajectories: Sequence[Trajectory]) -> None:
@@ -155,7 +190,20 @@ class GRPOModule(PolicyModule):
         old_logprobs: torch.Tensor,
         ref_logprobs: torch.Tensor | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``ppo_epochs × minibatches`` optimizer steps on one rollout batch; returns the mean loss and metrics."""
+        """``ppo_epochs × minibatches`` optimizer steps on one rollout batch; returns the mean loss and metrics.
+
+        Args:
+            data: The collated rollouts (a :class:`~lightning_cort.trajectory.TrajectoryBatch`); its
+                ``sampling_logprobs`` ``[B, T]`` are used when ``importance_sampling`` is enabled.
+            advantages: ``[B]``.
+            mask: ``[B, T]`` tokens trained on.
+            old_logprobs: ``[B, T]`` log-probs of the policy before the update.
+            ref_logprobs: ``[B, T]`` reference log-probs, or ``None`` without KL.
+
+        Raises:
+            ValueError: When importance sampling is enabled and a trajectory lacks ``sampling_logprobs``.
+        """
+        sampling_logprobs = self._sampling_logprobs(data)  # [B, T] or None
         opt = self.optimizers()
         b = len(data)
         losses, all_metrics = [], []
@@ -165,7 +213,12 @@ class GRPOModule(PolicyModule):
             )
             for idx in order.chunk(self.minibatches):
                 mb = data.select(idx)
-                logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
+                entropy = None
+                if self.entropy_coef:
+                    logprobs, logits = self.completion_logprobs(mb, self.temperature, return_logits=True)
+                    entropy = entropy_from_logits(logits / self.temperature)  # [b, T]
+                else:
+                    logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
                 loss, metrics = policy_loss(
                     logprobs,
                     old_logprobs[idx],
@@ -177,6 +230,12 @@ class GRPOModule(PolicyModule):
                     ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
                     kl_coef=self.kl_coef,
                     kl_estimator=self.kl_estimator,
+                    entropy=entropy,
+                    entropy_coef=self.entropy_coef,
+                    sampling_logprobs=None if sampling_logprobs is None else sampling_logprobs[idx],
+                    is_level="sequence" if self.importance_sampling == "sequence" else "token",
+                    is_mode=self.is_mode,
+                    is_cap=self.is_cap,
                 )
                 opt.zero_grad()
                 self.manual_backward(loss)
@@ -188,14 +247,37 @@ class GRPOModule(PolicyModule):
         mean = {k: torch.stack([m[k] for m in all_metrics]).mean() for k in all_metrics[0]}
         return torch.stack(losses).mean(), mean
 
+    @property
+    def _reference_is_base_model(self) -> bool:
+        """Whether the reference is the policy with its (peft) adapters disabled, so no copy is needed."""
+        return hasattr(self.model, "disable_adapter")
+
     def _reference_logprobs(self, data: Any) -> torch.Tensor | None:
-        if not self.kl_coef or self.reference is None:
+        """Log-probs of the completion tokens under the reference policy. ``[B, T]``, or ``None`` without KL."""
+        if not self.kl_coef:
             return None
+        if self.reference is None:
+            if self._reference_is_base_model:
+                with self.model.disable_adapter():
+                    return self.completion_logprobs(data, self.temperature)  # type: ignore[return-value]
+            raise RuntimeError("kl_coef is set but there is no reference policy: call setup('fit') first")
         policy, self.model = self.model, self.reference
         try:
             return self.completion_logprobs(data, self.temperature)
         finally:
             self.model = policy
+
+    def _sampling_logprobs(self, data: Any) -> torch.Tensor | None:
+        """The sampler's log-probs ``[B, T]`` when importance sampling is enabled."""
+        if self.importance_sampling == "none":
+            return None
+        if data.sampling_logprobs is None:
+            raise ValueError(
+                f"importance_sampling={self.importance_sampling!r} needs the sampler's log-probs, but at least one "
+                "trajectory has sampling_logprobs=None: sample with SamplingConfig(logprobs=True), or set "
+                "importance_sampling='none'"
+            )
+        return data.sampling_logprobs.to(self.device)
 
     def _log_step(
         self,

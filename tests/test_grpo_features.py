@@ -1,0 +1,152 @@
+"""GRPOModule's entropy bonus, importance-sampling correction and adapter-disabled reference, on a tiny random policy
+and hand-built trajectories (one ``update`` call each, no Trainer)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lightning_cort.data import trajectory_from_text
+from lightning_cort.formats import CoRTFormat
+from lightning_cort.losses import aggregate, entropy_from_logits
+from lightning_cort.models.tiny import tiny_qwen2
+from lightning_cort.modules import GRPOModule
+from lightning_cort.trajectory import Trajectory, collate_trajectories
+
+ADVANTAGES = torch.tensor([1.0, -1.0])
+
+
+@pytest.fixture()
+def trajectories(tokenizer) -> list[Trajectory]:
+    """Two completions of one prompt, one with an interpreter-output block (not trained on)."""
+    fmt = CoRTFormat()
+    prompt = "What is 2 * 3?"
+    with_code = "```python\nprint(2 * 3)\n```\n```output\n6\n```\n</think>\n\n\\boxed{6}"
+    return [
+        trajectory_from_text(tokenizer, prompt, with_code, fmt, row={"answer": "6"}),
+        trajectory_from_text(tokenizer, prompt, "</think>\n\n\\boxed{5}", fmt, row={"answer": "6"}),
+    ]
+
+
+def make_module(model, tokenizer, lr: float = 0.0, **kwargs) -> GRPOModule:
+    """A module whose ``update`` runs outside a Trainer, with plain SGD (``lr=0`` keeps the weights and the grads)."""
+    module = GRPOModule(model, tokenizer, group_size=2, **kwargs)
+    opt = torch.optim.SGD([p for p in module.model.parameters() if p.requires_grad], lr=lr)
+    module.optimizers = lambda: opt  # type: ignore[method-assign]
+    module.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
+    module.clip_gradients = lambda *a, **k: None  # type: ignore[method-assign]
+    return module
+
+
+def grads(module: GRPOModule) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in module.model.parameters() if p.grad is not None]
+
+
+def test_entropy_bonus_changes_the_gradient_by_the_entropy_gradient(tokenizer, trajectories):
+    coef, temperature = 0.5, 0.7
+    data = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    results = {}
+    for entropy_coef in (0.0, coef):
+        module = make_module(
+            tiny_qwen2(tokenizer).eval(), tokenizer, entropy_coef=entropy_coef, temperature=temperature
+        )
+        with torch.no_grad():
+            old = module.completion_logprobs(data, temperature)
+        _, metrics = module.update(data, ADVANTAGES, data.loss_mask, old, None)
+        results[entropy_coef] = (grads(module), metrics)
+    (g0, m0), (g1, m1) = results[0.0], results[coef]
+    assert "entropy" not in m0 and m1["entropy"] > 0  # only computed when enabled
+    assert any(not torch.allclose(a, b) for a, b in zip(g0, g1))
+    # The difference is exactly the gradient of -coef · (entropy of softmax(logits / T), aggregated like the loss).
+    module = make_module(tiny_qwen2(tokenizer).eval(), tokenizer)
+    _, logits = module.completion_logprobs(data, temperature, return_logits=True)
+    bonus = aggregate(entropy_from_logits(logits / temperature), data.loss_mask, "dapo")
+    (-coef * bonus).backward()
+    for a, b, e in zip(g0, g1, grads(module)):
+        torch.testing.assert_close(b - a, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("is_mode", ["truncate", "mask"])
+def test_importance_sampling_with_on_policy_logprobs_matches_none(tokenizer, trajectories, level, is_mode):
+    data = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    with torch.no_grad():
+        old = make_module(tiny_qwen2(tokenizer).eval(), tokenizer).completion_logprobs(data)
+
+    def updated(importance_sampling: str, sampling: torch.Tensor | None) -> list[torch.Tensor]:
+        for i, t in enumerate(trajectories):  # as a backend reports them: 0 at forced tokens
+            n = t.completion_ids.numel()
+            t.sampling_logprobs = None if sampling is None else (sampling[i, :n] * t.loss_mask).float()
+        batch = collate_trajectories(trajectories, tokenizer.pad_token_id)
+        module = make_module(
+            tiny_qwen2(tokenizer).eval(), tokenizer, lr=0.1, importance_sampling=importance_sampling, is_mode=is_mode
+        )
+        _, metrics = module.update(batch, ADVANTAGES, batch.loss_mask, old, None)
+        if importance_sampling != "none":
+            assert {"is_weight_mean", "is_masked_fraction"} <= metrics.keys()
+        return [p.detach().clone() for p in module.model.parameters()]
+
+    baseline = updated("none", None)
+    on_policy = updated(level, old)
+    for a, b in zip(baseline, on_policy):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # A sampler that assigned lower probability to the sampled tokens (weights above the cap) changes the update.
+    off_policy = updated(level, old - 1.0)
+    assert any(not torch.equal(a, b) for a, b in zip(baseline, off_policy))
+
+
+def test_importance_sampling_without_sampler_logprobs_is_a_clear_error(tokenizer, trajectories):
+    data = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    assert data.sampling_logprobs is None
+    module = make_module(tiny_qwen2(tokenizer), tokenizer, importance_sampling="token")
+    old = torch.zeros(data.loss_mask.shape)
+    with pytest.raises(ValueError, match=r"sampling_logprobs=None.*SamplingConfig\(logprobs=True\)"):
+        module.update(data, ADVANTAGES, data.loss_mask, old, None)
+
+
+def test_invalid_arguments_are_reported_together(tokenizer):
+    with pytest.raises(ValueError, match="invalid GRPOModule arguments") as info:
+        GRPOModule(tiny_qwen2(tokenizer), tokenizer, importance_sampling="seq", is_mode="drop", is_cap=0.5)  # type: ignore[arg-type]
+    for name in ("importance_sampling", "is_mode", "is_cap"):
+        assert name in str(info.value)
+
+
+def attach_rollout_callback(module: GRPOModule) -> None:
+    """Just enough of a Trainer for ``setup('fit')``."""
+    from lightning_cort.callbacks import RolloutCallback
+
+    module.trainer = SimpleNamespace(callbacks=[RolloutCallback(CoRTFormat())])  # type: ignore[assignment]
+
+
+def test_lora_policy_uses_the_adapter_free_model_as_reference(tokenizer, trajectories):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    policy = get_peft_model(tiny_qwen2(tokenizer), lora).eval()
+    module = make_module(policy, tokenizer, lr=0.5, kl_coef=0.1)
+    attach_rollout_callback(module)
+    module.setup("fit")
+    assert module.reference is None  # no deep copy of the policy
+    data = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    with torch.no_grad():
+        old = module.completion_logprobs(data)
+        ref = module._reference_logprobs(data)
+    torch.testing.assert_close(ref, old)  # fresh LoRA (B = 0): the policy is the base model
+    _, metrics = module.update(data, ADVANTAGES, data.loss_mask, old, ref)
+    assert abs(metrics["kl"].item()) < 1e-6
+    with torch.no_grad():
+        new = module.completion_logprobs(data)
+        ref_after = module._reference_logprobs(data)
+    assert (new - old).abs().max() > 1e-4  # the adapters learned ...
+    torch.testing.assert_close(ref_after, ref)  # ... and the reference is still the frozen base model
+    assert not any(p.requires_grad for n, p in policy.named_parameters() if "lora_" not in n)
+
+
+def test_plain_policy_keeps_a_frozen_copy_as_reference(tokenizer):
+    module = make_module(tiny_qwen2(tokenizer), tokenizer, kl_coef=0.1)
+    attach_rollout_callback(module)
+    module.setup("fit")
+    assert module.reference is not None and module.reference is not module.model
+    assert not any(p.requires_grad for p in module.reference.parameters())
