@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_cort.trajectory import Segment, Trajectory
 
@@ -95,3 +95,96 @@ class ListDataset(Dataset):
 def collate_rows(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Keep a batch of dataset rows as a list of dicts (RL prompts are not tensors until rollout)."""
     return [dict(r) for r in rows]
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Indices of one epoch: a permutation determined by ``(seed, epoch)`` (or the identity without shuffling).
+
+    Unlike ``RandomSampler``, whose order comes from the global RNG, the order of an epoch can be recreated after a
+    restart, which is what lets :class:`ResumableDataLoader` skip exactly the batches already trained on. Lightning
+    calls :meth:`set_epoch` at the start of each epoch.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool = True, seed: int = 0) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.size))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` that resumes mid-epoch: its position is saved in Lightning checkpoints and, after a restart
+    from one, the batches already trained on in that epoch are skipped, so none is skipped or repeated.
+
+    Lightning stores ``state_dict()`` of stateful training dataloaders in its checkpoints and restores it with
+    ``load_state_dict()``. The order must be reproducible: with ``shuffle=True`` the loader uses an
+    :class:`EpochSampler` (seeded by ``seed`` and the epoch); under DDP Lightning's ``DistributedSampler`` is seeded
+    and epoch-based too. Skipped batches are drawn and dropped (cheap for in-memory datasets).
+
+    Args:
+        dataset: The dataset.
+        batch_size: Examples per batch.
+        shuffle: Shuffle each epoch (reproducibly).
+        seed: Shuffling seed.
+        **kwargs: Other ``DataLoader`` arguments (``collate_fn``, ``num_workers``, ...).
+    """
+
+    def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, seed: int = 0, **kwargs: Any) -> None:
+        if "sampler" not in kwargs and "batch_sampler" not in kwargs:
+            kwargs["sampler"] = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+        super().__init__(dataset, batch_size=batch_size, **kwargs)
+        self.shuffle = shuffle  # kept so Lightning can re-create the loader with a distributed sampler
+        self.seed = seed
+        self._position = {"epoch": -1, "yielded": 0, "exhausted": False}
+        self._resume: dict[str, int] | None = None
+
+    def _epoch(self) -> int:
+        sampler = self.batch_sampler.sampler if self.batch_sampler is not None else self.sampler
+        return int(getattr(sampler, "epoch", getattr(self.sampler, "epoch", 0)))
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self._epoch()
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            skip = self._resume["batches"]
+        self._resume = None
+        self._position = {"epoch": epoch, "yielded": skip, "exhausted": False}
+        iterator = super().__iter__()
+        for _ in range(skip):
+            next(iterator, None)
+        for batch in iterator:
+            self._position["yielded"] += 1
+            yield batch
+        self._position["exhausted"] = True
+
+    def state_dict(self) -> dict[str, int]:
+        """How many batches of which epoch have been trained on.
+
+        Lightning fetches one batch ahead only when the loader has no length (to detect the last batch); then the
+        batch drawn last is not counted until the epoch is exhausted.
+        """
+        yielded, exhausted = self._position["yielded"], self._position["exhausted"]
+        try:
+            len(self)
+            ahead = 0
+        except TypeError:
+            ahead = 1
+        done = yielded if exhausted else max(0, yielded - ahead)
+        return {"epoch": int(self._position["epoch"]), "batches": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Skip the saved number of batches when the saved epoch is iterated next."""
+        self._resume = {"epoch": int(state_dict["epoch"]), "batches": int(state_dict["batches"])}

@@ -1,6 +1,6 @@
 """GRPO under 2-process DDP and 2-process FSDP2 (gloo, CPU) follows the single-process run on the same rollouts.
 
-Each mode runs ``tests/distributed/grpo_run.py`` in a fresh interpreter (Lightning re-launches it for rank 1): the
+Each mode runs ``tests/scripts/grpo_run.py`` in a fresh interpreter (Lightning re-launches it for rank 1): the
 same tiny model, fixed rollouts split by whole groups, KL against a reference, two PPO epochs per batch so the
 loss is not trivially zero. The per-step loss (averaged over ranks) and the final full weights must match.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "distributed" / "grpo_run.py"
+SCRIPT = Path(__file__).parent / "scripts" / "grpo_run.py"
 
 
 def _run(mode: str, tmp_path: Path, cache: Path) -> dict:

@@ -91,7 +91,11 @@ def main() -> None:
         max_grad_norm=0.0,
     )
     curve = Curve()
-    strategy: Any = {"single": "auto", "ddp": "ddp", "fsdp2": ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)}[mode]
+    strategy: Any = {
+        "single": "auto",
+        "ddp": "ddp",
+        "fsdp2": ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
+    }[mode]
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1 if mode == "single" else 2,

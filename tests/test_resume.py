@@ -1,0 +1,79 @@
+"""A training run SIGKILLed mid-epoch resumes from its last checkpoint and finishes with no batch skipped or
+repeated, ending with the same weights as an uninterrupted run (``tests/scripts/sft_resume.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from lightning_cort.data import EpochSampler, ResumableDataLoader
+
+SCRIPT = Path(__file__).parent / "scripts" / "sft_resume.py"
+
+
+def _run(run_dir: Path, cache: Path, *flags: str) -> int:
+    run_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(run_dir), str(cache), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+    return proc.returncode
+
+
+def _batches(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "batches.jsonl").read_text().splitlines()]
+
+
+def test_killed_mid_epoch_resumes_without_skipping_or_repeating(tmp_path, _cache_dir):
+    assert _run(tmp_path / "ref", _cache_dir) == 0
+    assert _run(tmp_path / "run", _cache_dir, "--kill-after", "7") == -signal.SIGKILL
+    first = _batches(tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=False)
+    saved_step = ckpt["global_step"]
+    assert ckpt["epoch"] == 1 and 0 < saved_step < len(first)  # killed mid-epoch, after the last checkpoint
+    assert _run(tmp_path / "run", _cache_dir, "--resume") == 0
+    resumed = _batches(tmp_path / "run")[len(first) :]
+    reference = _batches(tmp_path / "ref")
+    # What counts: the batches up to the checkpoint, then the resumed run; work after the checkpoint is redone.
+    assert first[:saved_step] + resumed == reference
+    ref_final = json.loads((tmp_path / "ref" / "final.json").read_text())
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final == ref_final
+
+
+def test_epoch_sampler_order_is_reproducible():
+    a, b = EpochSampler(10, seed=3), EpochSampler(10, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(10))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+    assert list(EpochSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
+
+
+def test_resumable_loader_skips_the_saved_batches_of_the_saved_epoch_only():
+    loader = ResumableDataLoader(list(range(10)), batch_size=2, shuffle=True, seed=0)
+    full = [b.tolist() for b in loader]
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batches": 2}
+    again = ResumableDataLoader(list(range(10)), batch_size=2, shuffle=True, seed=0)
+    again.load_state_dict(state)
+    assert [b.tolist() for b in again] == full[2:]
+    assert [b.tolist() for b in again] == full  # the skip applies once
+    later = ResumableDataLoader(list(range(10)), batch_size=2, shuffle=True, seed=0)
+    later.load_state_dict({"epoch": 0, "batches": 5})
+    later.sampler.set_epoch(1)  # a checkpoint from an earlier epoch does not skip anything in this one
+    assert len([b for b in later]) == 5
