@@ -215,6 +215,7 @@ def run_trl(s: SFTSetup, dataset: Any) -> Run:
             output_dir=out_dir,
             per_device_train_batch_size=s.batch_size,
             max_steps=s.total,
+            completion_only_loss=True,  # train on ``completion_mask`` (needed for pre-tokenized rows)
             learning_rate=LR,
             weight_decay=0.0,
             lr_scheduler_type="constant",

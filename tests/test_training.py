@@ -1,0 +1,111 @@
+"""Each training module trains the tiny model on CPU and changes every trainable parameter; a QLoRA GRPO run
+(real bitsandbytes 4-bit) works in the RL order: generate in eval mode, then train."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_cort._imports import BITSANDBYTES_AVAILABLE
+from lightning_cort.callbacks import RolloutCallback, SandboxCallback
+from lightning_cort.data import ListDataset, collate_rows, trajectory_from_text
+from lightning_cort.formats import CoRTFormat
+from lightning_cort.models.policy import LoraSettings, PolicySettings, export_policy, load_policy
+from lightning_cort.modules import GRPOModule, SFTModule
+from lightning_cort.rewards.functions import cort_reward
+from lightning_cort.rollout import RolloutConfig
+from lightning_cort.sandbox import LocalSandbox
+from lightning_cort.tasks import CalculatorTask, build_prompt
+from lightning_cort.trajectory import collate_trajectories
+
+
+def _trainer(**kw):
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _unchanged(model, before):
+    return [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
+
+
+def _rows(n):
+    task = CalculatorTask(digits=3, seed=0)
+    return [{"prompt": build_prompt(p.question), "answer": p.answer} for p in task.problems("train", n)]
+
+
+def test_sft_changes_every_parameter(tokenizer):
+    model, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    fmt = CoRTFormat()
+    examples = [
+        trajectory_from_text(
+            tokenizer, f"What is {a} * 7?", f"```python\nprint({a} * 7)\n```\n```output\n{7 * a}\n```\n</think>", fmt
+        )
+        for a in range(20, 28)
+    ]
+    loader = torch.utils.data.DataLoader(
+        examples, batch_size=4, collate_fn=lambda b: collate_trajectories(b, tokenizer.pad_token_id)
+    )
+    before = _snapshot(model)
+    _trainer(max_steps=3).fit(SFTModule(model, tokenizer, lr=1e-3), loader)
+    assert _unchanged(model, before) == []
+
+
+def _shorter_is_better(trajectory, row):
+    """A reward that always varies within a group (the barely trained test policy is rarely correct, so
+    correctness alone would give all-zero advantages and no update): CoRT's reward minus a length term."""
+    return cort_reward(trajectory, row) - trajectory.completion_ids.numel() / 100
+
+
+def _grpo_fit(model, tokenizer, steps=2, **kw):
+    module = GRPOModule(model, tokenizer, reward_fn=_shorter_is_better, group_size=4, lr=1e-3, **kw)
+    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=120))
+    loader = torch.utils.data.DataLoader(ListDataset(_rows(2 * steps)), batch_size=2, collate_fn=collate_rows)
+    _trainer(max_steps=steps, callbacks=[SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout]).fit(
+        module, loader
+    )
+    return module
+
+
+def test_grpo_changes_every_parameter(tokenizer, trained_policy):
+    policy = copy.deepcopy(trained_policy).train()
+    before = _snapshot(policy)
+    torch.manual_seed(0)
+    _grpo_fit(policy, tokenizer, kl_coef=0.01)
+    assert _unchanged(policy, before) == []
+
+
+@pytest.mark.skipif(not BITSANDBYTES_AVAILABLE, reason="bitsandbytes is not installed (extra 'qlora')")
+def test_qlora_grpo_generates_then_trains(tokenizer, trained_policy, tmp_path):
+    """The warmed-up policy saved, reloaded in 4-bit with LoRA, then trained by GRPO with real rollouts; KL uses the
+    same model with adapters disabled. Every LoRA parameter changes and the 4-bit base does not."""
+    export_policy(trained_policy, tokenizer, tmp_path / "base", mode="full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        policy, _ = load_policy(
+            PolicySettings(
+                name_or_path=str(tmp_path / "base"),
+                quantization="4bit",
+                lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
+            )
+        )
+    before = _snapshot(policy)
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    torch.manual_seed(0)
+    module = _grpo_fit(policy, tokenizer, steps=2, kl_coef=0.01)
+    assert module.reference is None  # no copy of the 4-bit model: adapters are disabled for the reference
+    assert _unchanged(policy, before) == []
+    assert all(torch.equal(p, frozen[n]) for n, p in policy.named_parameters() if not p.requires_grad)
