@@ -77,3 +77,24 @@ def test_resumable_loader_skips_the_saved_batches_of_the_saved_epoch_only():
     later.load_state_dict({"epoch": 0, "batches": 5})
     later.sampler.set_epoch(1)  # a checkpoint from an earlier epoch does not skip anything in this one
     assert len([b for b in later]) == 5
+
+
+def test_length_grouped_sampler_pads_less_and_is_reproducible():
+    from lightning_cort.data import LengthGroupedSampler
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 200, (240,), generator=g).tolist()
+
+    def padding(order: list[int]) -> int:
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = LengthGroupedSampler(lengths, 8, window=10, seed=1)
+    order = list(grouped)
+    assert sorted(order) == list(range(240))
+    assert padding(order) < 0.3 * padding(list(EpochSampler(240, seed=1)))
+    assert list(LengthGroupedSampler(lengths, 8, window=10, seed=1)) == order
+    grouped.set_epoch(1)
+    assert list(grouped) != order
+    loader = ResumableDataLoader(list(range(240)), batch_size=8, sampler=LengthGroupedSampler(lengths, 8, seed=2))
+    assert sorted(int(i) for b in loader for i in b) == list(range(240))

@@ -33,3 +33,43 @@ def test_final_answer_requires_think_close():
 )
 def test_equivalence(pred, gold, same):
     assert is_equivalent(pred, gold) is same
+
+
+def _traj(tokenizer, sandbox, script):
+    from test_rollout import ScriptedBackend
+
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.rollout import RolloutConfig, RolloutEngine
+
+    engine = RolloutEngine(ScriptedBackend(tokenizer, script), tokenizer, CoRTFormat(), sandbox, RolloutConfig())
+    (traj,) = engine.generate(engine.encode_prompts(["What is 6 * 7?"]), [{"answer": "42"}])
+    return traj
+
+
+def test_seed_rewards_on_real_trajectories(tokenizer, sandbox):
+    from lightning_cort.rewards import (
+        combine,
+        correctness_reward,
+        cort_reward,
+        format_reward,
+        retool_reward,
+        tool_use_reward,
+    )
+
+    row = {"answer": "42"}
+    code_ok = _traj(
+        tokenizer, sandbox, [("```python\nprint(6 * 7)\n```\n", "stop"), ("</think>\n\n\\boxed{42}", "eos")]
+    )
+    code_err = _traj(
+        tokenizer, sandbox, [("```python\nprint(6 * )\n```\n", "stop"), ("</think>\n\n\\boxed{42}", "eos")]
+    )
+    no_code_wrong = _traj(tokenizer, sandbox, [("It is 41.\n</think>\n\n\\boxed{41}", "eos")])
+    unfinished = _traj(tokenizer, sandbox, [("It is \\boxed{42} or so", "length")])
+    assert [correctness_reward(t, row) for t in (code_ok, code_err, no_code_wrong, unfinished)] == [1, 1, 0, 0]
+    # CoRT: 1/0 plus -0.1 when no execution succeeded with output (a failed one counts as none).
+    assert [cort_reward(t, row) for t in (code_ok, code_err, no_code_wrong)] == pytest.approx([1.0, 0.9, -0.1])
+    assert [retool_reward(t, row) for t in (code_ok, no_code_wrong)] == [1.0, -1.0]
+    assert [format_reward(t, row) for t in (code_ok, no_code_wrong, unfinished)] == [1.0, 1.0, 0.0]
+    assert [tool_use_reward(t, row) for t in (code_ok, code_err, no_code_wrong)] == [1.0, 0.0, 0.0]
+    mixed = combine([(retool_reward, 1.0), (format_reward, 0.2), (tool_use_reward, 0.1)])
+    assert [mixed(t, row) for t in (code_ok, no_code_wrong, unfinished)] == pytest.approx([1.3, -0.8, -1.0])

@@ -5,9 +5,11 @@ from lightning_cort.rewards.functions import (
     combine,
     correctness_reward,
     cort_reward,
+    format_reward,
     is_correct,
     retool_reward,
     successful_code_output,
+    tool_use_reward,
 )
 from lightning_cort.rewards.math import final_answer, is_equivalent, last_boxed
 
@@ -17,9 +19,11 @@ __all__ = [
     "correctness_reward",
     "cort_reward",
     "final_answer",
+    "format_reward",
     "is_correct",
     "is_equivalent",
     "last_boxed",
     "retool_reward",
     "successful_code_output",
+    "tool_use_reward",
 ]

@@ -39,6 +39,19 @@ def retool_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
     return 1.0 if is_correct(trajectory, row) else -1.0
 
 
+def format_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
+    r"""1 when the thinking is closed and a ``\boxed{}`` answer follows it and generation ended on its own (not cut by
+    a limit), else 0: a shaping term for ``combine``."""
+    ok = trajectory.finish_reason == "eos" and final_answer(trajectory.completion_text) is not None
+    return 1.0 if ok else 0.0
+
+
+def tool_use_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
+    """1 when at least one execution succeeded with output, else 0 (CoRT's code penalty is ``-0.1 ×`` the
+    complement): a shaping term for ``combine``."""
+    return 1.0 if successful_code_output(trajectory) else 0.0
+
+
 def combine(terms: Sequence[tuple[RewardFn, float]]) -> RewardFn:
     """A weighted sum of reward functions: ``combine([(cort_reward, 1.0), (my_format_reward, 0.2)])``."""
 
