@@ -9,10 +9,10 @@ learning-rate schedule, float32. The loss is the token mean of the cross-entropy
 up a few steps before the timed window; contenders are interleaved across repeats (the order rotates) and the median
 is reported. The plain loop is the baseline.
 
-GRPO: one step of ``GRPOModule`` (with ``kl_coef > 0``, so a reference model) driven by a Lightning Trainer with the real
-``RolloutCallback`` (``RolloutEngine`` + ``HFBackend``) and ``SandboxCallback`` (``LocalSandbox``), on a tiny policy
-briefly warm-started on code traces (cached on disk, so it writes code calls), split into generation, tool execution,
-old log-probs, reference log-probs and the update.
+GRPO: one step of ``GRPOModule`` (with ``kl_coef > 0``, so a reference model) driven by a Lightning Trainer with the
+real ``RolloutCallback`` (``RolloutEngine`` + ``HFBackend``) and ``SandboxCallback`` (``LocalSandbox``), on a tiny
+policy briefly warm-started on code traces (cached on disk, so it writes code calls), split into generation, tool
+execution, old log-probs, reference log-probs and the update.
 
 Prints a markdown section; the full run also writes it into docs/benchmarks.md (replacing its "## Training step"
 section).
@@ -29,7 +29,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
-import copy
 import logging
 import platform
 import re
@@ -189,6 +188,7 @@ def run_trl(s: SFTSetup, dataset: Any) -> Run:
     are aligned with the others: float32 (not bf16 autocast), no gradient checkpointing, ``torch.optim.AdamW`` (not
     the fused kernel), constant learning rate, no gradient clipping."""
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     stamps: dict[int, float] = {}
@@ -236,6 +236,7 @@ def run_trl(s: SFTSetup, dataset: Any) -> Run:
         trainer = SFTTrainer(
             model=model, args=config, train_dataset=dataset, processing_class=s.tokenizer, callbacks=[Stamps()]
         )
+        trainer.remove_callback(PrinterCallback)  # it prints the end-of-training metrics into the report
         trainer.data_collator = counting(trainer.data_collator)
         trainer.train()
     # Accelerate's loader collates one batch ahead; the counts of the trained batches are the first ``total``.
@@ -391,7 +392,11 @@ def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_step
     total = warmup_steps + steps
     rows = task_rows(task, "train", total * prompts, start=warmup.examples)
     rollout_cfg = RolloutConfig(
-        max_calls=2, max_total_tokens=160, max_tokens_per_call=128, timeout=5.0, sampling=SamplingConfig(temperature=1.0)
+        max_calls=2,
+        max_total_tokens=160,
+        max_tokens_per_call=128,
+        timeout=5.0,
+        sampling=SamplingConfig(temperature=1.0),
     )
     minibatches = 2
     module = GRPOModule(
@@ -480,7 +485,8 @@ def sft_report(s: SFTSetup, res: dict[str, Any]) -> list[str]:
     pad_step = {n: sum(runs[n][0].padded[w:]) / s.steps for n in names}
 
     lines = [
-        "| contender | trained tokens/s (median) | min – max | ms/step (median) | vs plain loop (median of paired ratios) |",
+        "| contender | trained tokens/s (median) | min – max | ms/step (median) "
+        "| vs plain loop (median of paired ratios) |",
         "|---|---|---|---|---|",
     ]
     for n in names:
@@ -490,9 +496,9 @@ def sft_report(s: SFTSetup, res: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     lines.append(
-        f"- tokens per timed step: {tok_step:.1f} trained (completion tokens in the loss; interpreter output and prompt "
-        f"excluded) of {nonpad_step:.1f} non-pad tokens; identical in every step of every run of every contender: "
-        f"**{'yes' if same else 'NO'}**"
+        f"- tokens per timed step: {tok_step:.1f} trained (completion tokens in the loss; interpreter output and "
+        f"prompt excluded) of {nonpad_step:.1f} non-pad tokens; identical in every step of every run of every "
+        f"contender: **{'yes' if same else 'NO'}**"
     )
     pads = ", ".join(f"{label[n]} {pad_step[n]:.0f}" for n in names)
     lines.append(
@@ -517,7 +523,8 @@ def sft_report(s: SFTSetup, res: dict[str, Any]) -> list[str]:
     lines.append(f"| `SFTModule` ≥ 0.95x the plain loop | {lm:.3f}x | {'met' if lm >= 0.95 else '**not met**'} |")
     if "trl" in names:
         vs_trl = statistics.median([a / b for a, b in zip(rate["lightning"], rate["trl"])])
-        lines.append(f"| `SFTModule` ≥ 1.0x TRL `SFTTrainer` | {vs_trl:.3f}x | {'met' if vs_trl >= 1.0 else '**not met**'} |")
+        verdict = "met" if vs_trl >= 1.0 else "**not met**"
+        lines.append(f"| `SFTModule` ≥ 1.0x TRL `SFTTrainer` | {vs_trl:.3f}x | {verdict} |")
     return lines
 
 
@@ -546,7 +553,7 @@ def grpo_report(res: dict[str, Any]) -> list[str]:
         f"at most {cfg.max_calls} executions and {cfg.max_total_tokens} completion tokens each; per step on average "
         f"{st['sampled']:.0f} sampled tokens, {st['calls']:.0f} executions, {st['tool_tokens']:.0f} interpreter-output "
         f"tokens, mean reward {st['reward']:.2f}. Mean of {n} step{'s' if n > 1 else ''} after one warm-up step; the "
-        f"policy is the tests' small warm start ({'from the cache' if res['warm_cached'] else 'trained for this run'}).",
+        f"policy is the tests' small warm start ({'from the cache' if res['warm_cached'] else 'trained in this run'}).",
         "",
         "| phase | s/step | share |",
         "|---|---|---|",
@@ -573,6 +580,7 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # GRPO's frozen reference model
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         from datasets.utils.logging import disable_progress_bar
@@ -586,13 +594,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few steps and repeats; prints only")
     ap.add_argument("--no-docs", action="store_true", help="print only, do not update docs/benchmarks.md")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared 2-core machine, 2 threads stall whenever another process "
+        "takes a core, which made HF generation up to 12x slower and step times erratic)",
+    )
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     quiet()
     if args.quick:
-        repeats, warmup, steps, batch = 2, 2, 6, 16
+        repeats, warmup, steps, batch = 2, 2, 5, 16
         prompts, group, grpo_steps = 4, 4, 1
     else:
-        repeats, warmup, steps, batch = 5, 5, 40, 16
+        repeats, warmup, steps, batch = 6, 4, 30, 16
         prompts, group, grpo_steps = 8, 8, 3
 
     import importlib.util

@@ -154,3 +154,26 @@ def test_qlora_trains_after_an_eval_mode_generate(saved_tiny, tokenizer):
     assert sorted(changed) == sorted(params)
     with pytest.raises(ValueError, match="cannot merge LoRA into 4-bit"):
         export_policy(model, None, saved_tiny.parent / "q", mode="merged")
+
+
+def test_policy_weights_merge_lora_on_the_fly(tokenizer):
+    """What a generation engine receives for a LoRA policy equals the merged model's weights, and the policy itself
+    is left untouched."""
+    from lightning_cort.models.policy import policy_weights
+
+    model, _ = load_policy(PolicySettings(tiny_layers=2, lora=SMALL_LORA), tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    synced = dict(policy_weights(model))
+    import copy
+
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert synced.keys() == merged.keys()
+    for name, value in merged.items():
+        torch.testing.assert_close(synced[name], value, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    plain, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    assert dict(policy_weights(plain)).keys() == plain.state_dict().keys()

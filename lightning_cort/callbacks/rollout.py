@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import tempfile
+from typing import Any, Literal
 
 import lightning as L
 from typing_extensions import override
@@ -26,19 +27,37 @@ class RolloutCallback(L.Callback):
     Logs ``rollout/tokens_per_s``, ``rollout/interpreter_time_share``, ``rollout/calls_per_trajectory``,
     ``rollout/truncation_rate`` and ``rollout/infrastructure_failure_rate``.
 
+    Backends: ``hf`` generates with the module's live model (nothing to sync); ``vllm`` starts a colocated vLLM
+    engine from an export of the policy when the fit starts and syncs the weights into it before every step that
+    follows an optimizer step (LoRA merged on the fly, FSDP2 gathered); the engine checks the policy version, so
+    sampling with stale weights is an error.
+
     Args:
         code_format: The code format of the policy.
         config: Rollout limits and sampling.
         group_size: Trajectories per prompt (defaults to the module's ``group_size``).
+        backend: ``hf`` or ``vllm``.
+        vllm_kwargs: Arguments of :class:`~lightning_cort.rollout.backends.vllm.VLLMBackend` (``dtype``,
+            ``gpu_memory_utilization``, ``tensor_parallel_size``, ``enable_sleep_mode``, ...).
     """
 
     def __init__(
-        self, code_format: CodeFormat, config: RolloutConfig | None = None, group_size: int | None = None
+        self,
+        code_format: CodeFormat,
+        config: RolloutConfig | None = None,
+        group_size: int | None = None,
+        backend: Literal["hf", "vllm"] = "hf",
+        vllm_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        if backend not in ("hf", "vllm"):
+            raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
         self.code_format = code_format
         self.config = config or RolloutConfig()
         self.group_size = group_size
+        self.backend = backend
+        self.vllm_kwargs = dict(vllm_kwargs or {})
         self.engine: RolloutEngine | None = None
+        self._export_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,9 +65,10 @@ class RolloutCallback(L.Callback):
         if sandbox_cb is None:
             raise RuntimeError("RolloutCallback needs a SandboxCallback in the Trainer's callbacks")
         model, tokenizer = pl_module.model, pl_module.tokenizer  # type: ignore[attr-defined]
-        self.engine = RolloutEngine(
-            HFBackend(model, tokenizer), tokenizer, self.code_format, sandbox_cb.sandbox, self.config
+        backend: Any = (
+            HFBackend(model, tokenizer) if self.backend == "hf" else self._start_vllm(trainer, model, tokenizer)
         )
+        self.engine = RolloutEngine(backend, tokenizer, self.code_format, sandbox_cb.sandbox, self.config)
         if hasattr(pl_module, "rollout_engine"):  # modules that sample per round (RFT) drive the engine themselves
             pl_module.rollout_engine = self.engine
 
@@ -64,7 +84,7 @@ class RolloutCallback(L.Callback):
         if missing:
             raise ValueError(f"rows {missing} of the batch have no 'prompt' field (the user message)")
         group = self.group_size or int(getattr(pl_module, "group_size", 1))
-        self.engine.policy_version = trainer.global_step  # the weights of the current optimizer step sample
+        self.sync(trainer, pl_module)
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -73,6 +93,30 @@ class RolloutCallback(L.Callback):
             pl_module.train(was_training)
         self._log(pl_module, trajectories)
         pl_module.receive_rollouts(trajectories)  # type: ignore[attr-defined]
+
+    def sync(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Make the weights of the current optimizer step the ones that sample (a weight sync for vLLM)."""
+        assert self.engine is not None
+        self.engine.policy_version = trainer.global_step
+        backend = self.engine.backend
+        if hasattr(backend, "sync_weights") and backend.policy_version != trainer.global_step:
+            backend.sync_weights(pl_module.model, trainer.global_step)  # type: ignore[attr-defined]
+
+    def _start_vllm(self, trainer: L.Trainer, model: Any, tokenizer: Any) -> Any:
+        from lightning_cort.models.policy import export_policy, is_peft_model
+        from lightning_cort.rollout.backends.vllm import VLLMBackend
+
+        self._export_dir = tempfile.TemporaryDirectory(prefix="lightning_cort_vllm_")
+        export_policy(model, tokenizer, self._export_dir.name, mode="merged" if is_peft_model(model) else "full")
+        backend = VLLMBackend(self._export_dir.name, tokenizer, **self.vllm_kwargs)
+        backend.policy_version = trainer.global_step
+        return backend
+
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._export_dir is not None:
+            self._export_dir.cleanup()
+            self._export_dir = None
 
     def _log(self, pl_module: L.LightningModule, trajectories: list[Trajectory]) -> None:
         stats = rollout_statistics(trajectories)

@@ -16,7 +16,7 @@ FSDP2               yes          yes         no (error)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -268,6 +268,39 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def policy_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The policy's weights under Hugging Face parameter names, for a generation engine (vLLM weight sync).
+
+    A plain model yields its state dict; FSDP2-sharded parameters are gathered first (a collective: call it on every
+    rank); a LoRA policy yields its base weights with each adapter's update ``B @ A × scaling`` added on the fly,
+    so the trained model is not modified. 4-bit/8-bit bases are refused (the engine would need dequantized weights).
+    """
+    if is_quantized(model):
+        raise ValueError("cannot sync a 4-bit/8-bit policy's weights to a generation engine: use the HF backend")
+    state = full_state_dict(model)
+    if not is_peft_model(model):
+        yield from state.items()
+        return
+    adapter = getattr(model, "active_adapter", "default")
+    adapter = adapter[0] if isinstance(adapter, (list, tuple)) else adapter
+    scaling = {
+        name: module.scaling[adapter]
+        for name, module in model.named_modules()
+        if hasattr(module, "lora_A") and adapter in getattr(module, "lora_A", {})
+    }
+    for name, tensor in state.items():
+        if ".lora_" in name or ".lora_magnitude" in name:
+            continue
+        out = tensor
+        if name.endswith(".base_layer.weight"):
+            path = name[: -len(".base_layer.weight")]
+            if path in scaling:
+                a = state[f"{path}.lora_A.{adapter}.weight"].float()
+                b = state[f"{path}.lora_B.{adapter}.weight"].float()
+                out = (tensor.float() + (b @ a) * scaling[path]).to(tensor.dtype)
+        yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), out
 
 
 def export_policy(

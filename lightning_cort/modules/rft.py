@@ -148,6 +148,9 @@ class RFTModule(SFTModule):
         rows = self.prompts[rank::world]
         engine = self.rollout_engine
         engine.policy_version = self.trainer.global_step
+        backend = engine.backend
+        if hasattr(backend, "sync_weights") and backend.policy_version != engine.policy_version:
+            backend.sync_weights(self.model, engine.policy_version)  # e.g. vLLM: this round samples the new weights
         was_training = self.training
         self.eval()
         try:

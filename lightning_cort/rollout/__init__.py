@@ -1,7 +1,24 @@
 """Rollouts: the multi-turn generate → execute → append loop and its generation backends."""
 
-from lightning_cort.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingConfig
+from lightning_cort.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingConfig, StalePolicyError
 from lightning_cort.rollout.backends.hf import HFBackend
 from lightning_cort.rollout.engine import RolloutConfig, RolloutEngine
 
-__all__ = ["GenerationBackend", "GenerationOutput", "HFBackend", "RolloutConfig", "RolloutEngine", "SamplingConfig"]
+__all__ = [
+    "GenerationBackend",
+    "GenerationOutput",
+    "HFBackend",
+    "RolloutConfig",
+    "RolloutEngine",
+    "SamplingConfig",
+    "StalePolicyError",
+    "VLLMBackend",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name == "VLLMBackend":  # imported lazily: vLLM is an optional extra
+        from lightning_cort.rollout.backends.vllm import VLLMBackend
+
+        return VLLMBackend
+    raise AttributeError(f"module 'lightning_cort.rollout' has no attribute {name!r}")

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightning_cort.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingConfig
+from lightning_cort.rollout.backends.base import (
+    GenerationBackend,
+    GenerationOutput,
+    SamplingConfig,
+    StalePolicyError,
+)
 from lightning_cort.trajectory import FinishReason, Segment, ToolCall, Trajectory
 
 if TYPE_CHECKING:
@@ -81,6 +86,11 @@ class RolloutEngine:
         code_format: Where calls are and how output is rendered.
         sandbox: Executes the code; one session per trajectory, so state persists across its calls.
         config: Limits and sampling.
+
+    ``policy_version`` is the version of the weights that should sample (the trainer's optimizer step); a backend
+    that tracks the version of the weights it holds (``backend.policy_version``, as
+    :class:`~lightning_cort.rollout.backends.vllm.VLLMBackend` does) must match it, else
+    :class:`~lightning_cort.rollout.backends.base.StalePolicyError` is raised.
     """
 
     def __init__(
@@ -127,6 +137,12 @@ class RolloutEngine:
         Returns:
             ``len(prompts) * n`` trajectories, grouped by prompt (``[p0 × n, p1 × n, ...]``).
         """
+        held = getattr(self.backend, "policy_version", None)
+        if held is not None and held != self.policy_version:
+            raise StalePolicyError(
+                f"the generation backend holds policy version {held} but version {self.policy_version} should sample: "
+                "sync the weights (backend.sync_weights) after every optimizer step"
+            )
         cfg = self.config
         sampling = sampling or cfg.sampling
         rows = rows if rows is not None else [{} for _ in prompts]

@@ -47,6 +47,10 @@ class GenerationOutput:
     finish: BackendFinish
 
 
+class StalePolicyError(RuntimeError):
+    """The generation backend holds other weights than the policy version that is supposed to sample."""
+
+
 class GenerationBackend(Protocol):
     """Generates continuations of token-id prompts; never re-tokenizes."""
 
