@@ -552,8 +552,9 @@ def grpo_report(res: dict[str, Any]) -> list[str]:
         f"One step: {res['prompts']} prompts × {res['group']} samples = {int(st['trajectories'])} trajectories, "
         f"at most {cfg.max_calls} executions and {cfg.max_total_tokens} completion tokens each; per step on average "
         f"{st['sampled']:.0f} sampled tokens, {st['calls']:.0f} executions, {st['tool_tokens']:.0f} interpreter-output "
-        f"tokens, mean reward {st['reward']:.2f}. Mean of {n} step{'s' if n > 1 else ''} after one warm-up step; the "
-        f"policy is the tests' small warm start ({'from the cache' if res['warm_cached'] else 'trained in this run'}).",
+        f"tokens, mean reward {st['reward']:.2f}; generation ran at {st['sampled'] / gen:,.0f} sampled tokens/s. "
+        f"Mean of {n} step{'s' if n > 1 else ''} after one warm-up step; the policy is the tests' small warm start "
+        f"({'from the cache' if res['warm_cached'] else 'trained in this run'}).",
         "",
         "| phase | s/step | share |",
         "|---|---|---|",
