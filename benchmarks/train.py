@@ -17,7 +17,7 @@ execution, old log-probs, reference log-probs and the update.
 Prints a markdown section; the full run also writes it into docs/benchmarks.md (replacing its "## Training step"
 section).
 
-    python benchmarks/train.py            # full run (~4 minutes on 2 cores)
+    python benchmarks/train.py            # full run (~3 minutes on 2 cores), writes docs/benchmarks.md
     python benchmarks/train.py --quick    # smoke run, prints only
 """
 

