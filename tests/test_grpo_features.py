@@ -150,3 +150,27 @@ def test_plain_policy_keeps_a_frozen_copy_as_reference(tokenizer):
     module.setup("fit")
     assert module.reference is not None and module.reference is not module.model
     assert not any(p.requires_grad for p in module.reference.parameters())
+
+
+def test_dual_clip_and_dr_grpo_length_reach_the_loss(tokenizer, trajectories):
+    """GRPOModule passes dual_clip and max_completion_length to policy_loss: with a fixed Dr. GRPO denominator twice
+    the batch's length the gradient halves; an invalid dual clip is refused."""
+    data = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    t = data.completion_ids.shape[1]
+    results = []
+    for length in (t, 2 * t):
+        module = make_module(
+            tiny_qwen2(tokenizer, num_layers=1),
+            tokenizer,
+            loss_type="dr_grpo",
+            max_completion_length=length,
+            dual_clip=3.0,
+        )
+        with torch.no_grad():
+            old = module.completion_logprobs(data)
+        module.update(data, ADVANTAGES, data.loss_mask, old, None)
+        results.append(grads(module))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a / 2)
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        GRPOModule(tiny_qwen2(tokenizer, num_layers=1), tokenizer, group_size=2, dual_clip=0.5)

@@ -52,6 +52,9 @@ class GRPOModule(PolicyModule):
         loss_type: ``grpo``, ``dapo``, ``bnpo`` or ``dr_grpo`` aggregation.
         clip_low: PPO ε below 1.
         clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
+        dual_clip: The constant ``c > 1`` of dual-clip PPO (caps the loss of negative-advantage tokens), or ``None``.
+        max_completion_length: Dr. GRPO's constant denominator (the generation budget); default: the batch's longest
+            completion.
         advantage_scale: ``group``, ``batch`` or ``none``.
         kl_coef: β of the KL penalty against the initial policy (0 disables it). For a peft model (one with
             ``disable_adapter``) the reference is the policy with its adapters disabled, so no copy is made;
@@ -83,6 +86,8 @@ class GRPOModule(PolicyModule):
         loss_type: LossType = "dapo",
         clip_low: float = 0.2,
         clip_high: float = 0.2,
+        dual_clip: float | None = None,
+        max_completion_length: int | None = None,
         advantage_scale: AdvantageScale = "group",
         kl_coef: float = 0.0,
         kl_estimator: KLEstimator = "k3",
@@ -110,6 +115,8 @@ class GRPOModule(PolicyModule):
             errors.append(f"is_mode must be 'truncate' or 'mask', got {is_mode!r}")
         if not is_cap >= 1.0:
             errors.append(f"is_cap must be >= 1 (on-policy tokens have weight 1), got {is_cap}")
+        if dual_clip is not None and not dual_clip > 1.0:
+            errors.append(f"dual_clip must be > 1 or None, got {dual_clip}")
         if errors:
             raise ValueError("invalid GRPOModule arguments: " + "; ".join(errors))
         self.automatic_optimization = False
@@ -118,6 +125,8 @@ class GRPOModule(PolicyModule):
         self.loss_type: LossType = loss_type
         self.clip_low = clip_low
         self.clip_high = clip_high
+        self.dual_clip = dual_clip
+        self.max_completion_length = max_completion_length
         self.advantage_scale: AdvantageScale = advantage_scale
         self.kl_coef = kl_coef
         self.kl_estimator: KLEstimator = kl_estimator
@@ -227,6 +236,8 @@ class GRPOModule(PolicyModule):
                     loss_type=self.loss_type,
                     clip_low=self.clip_low,
                     clip_high=self.clip_high,
+                    dual_clip=self.dual_clip,
+                    max_completion_length=self.max_completion_length,
                     ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
                     kl_coef=self.kl_coef,
                     kl_estimator=self.kl_estimator,
