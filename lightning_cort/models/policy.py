@@ -318,28 +318,55 @@ def export_policy(
         path: Output directory.
         mode: ``full`` (a plain model's weights), ``adapter`` (only the LoRA adapter, for ``PeftModel.from_pretrained``)
             or ``merged`` (adapters folded into a copy of the base weights; a plain model is saved as is).
+
+    Under FSDP2 call it on every rank: the shards are gathered (a collective) and rank 0 writes.
     """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    peft = is_peft_model(model)
-    if mode == "adapter":
-        if not peft:
-            raise ValueError("mode='adapter' needs a LoRA (peft) policy; use 'full' for a plain model")
-        model.save_pretrained(out)
-    elif mode in ("full", "merged"):
-        if peft and mode == "full":
-            raise ValueError("a LoRA policy has no standalone full weights: use mode='merged' or 'adapter'")
-        if peft and is_quantized(model):
-            raise ValueError("cannot merge LoRA into 4-bit/8-bit weights: export mode='adapter' and merge on load")
-        to_save = _merged_copy(model) if peft else model
-        to_save.save_pretrained(out)
-    else:
+    if mode not in ("full", "adapter", "merged"):
         raise ValueError(f"unknown export mode {mode!r}; choose 'full', 'adapter' or 'merged'")
-    if tokenizer is not None:
+    peft = is_peft_model(model)
+    if mode == "adapter" and not peft:
+        raise ValueError("mode='adapter' needs a LoRA (peft) policy; use 'full' for a plain model")
+    if peft and mode == "full":
+        raise ValueError("a LoRA policy has no standalone full weights: use mode='merged' or 'adapter'")
+    if peft and mode == "merged" and is_quantized(model):
+        raise ValueError("cannot merge LoRA into 4-bit/8-bit weights: export mode='adapter' and merge on load")
+    out = Path(path)
+    if _is_sharded(model):
+        # FSDP2: gather on every rank (a collective), write once.
+        import torch.distributed as dist
+
+        state = full_state_dict(model) if mode == "adapter" else dict(policy_weights(model))
+        if dist.get_rank() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if mode == "adapter":
+                adapter = {k: v for k, v in state.items() if ".lora_" in k}
+                model.save_pretrained(out, state_dict=adapter)
+            else:
+                (model.get_base_model() if peft else model).save_pretrained(out, state_dict=state)
+        dist.barrier()
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        if mode == "adapter":
+            model.save_pretrained(out)
+        else:
+            (_merged_copy(model) if peft else model).save_pretrained(out)
+    if tokenizer is not None and (not _is_sharded(model) or _rank() == 0):
         from lightning_cort.models.tiny import save_tokenizer
 
         save_tokenizer(tokenizer, out)
     return out
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _merged_copy(model: Any) -> PreTrainedModel:

@@ -1,12 +1,25 @@
 """The multi-turn rollout loop: generate until a code call closes, execute it, append the output as forced tokens,
-continue — with per-trajectory limits and exact token provenance."""
+continue — with per-trajectory limits and exact token provenance.
+
+Scheduling (:attr:`RolloutConfig.schedule`):
+    ``async`` (the default) has no batch-wide waiting. A call goes to the sandbox the moment the generation that
+    closed it returns, and runs while the other trajectories keep generating; executions run concurrently. Each
+    backend call generates for every trajectory that is ready (not waiting on the interpreter), so batching is kept;
+    a trajectory whose output is back joins the next batch, a finished one leaves. When no trajectory is ready, the
+    engine waits for the first execution to finish, not for all of them.
+    ``rounds`` is the round-synchronous loop of CoRT and ToRA: generate for every active trajectory, execute all
+    their calls, wait for the slowest, repeat. It is kept for comparison.
+Both apply the same per-trajectory steps and limits in the same order, so a backend whose output for a row does not
+depend on the other rows of its batch gives identical trajectories under both.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -22,12 +35,12 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from lightning_cort.formats.base import CodeFormat
-    from lightning_cort.sandbox.base import Sandbox
+    from lightning_cort.sandbox.base import ExecutionResult, Sandbox
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Limits and sampling for rollouts.
+    """Limits, sampling and scheduling for rollouts.
 
     Attributes:
         max_calls: Code executions allowed per trajectory. After the last one, generation continues without the code
@@ -37,6 +50,10 @@ class RolloutConfig:
         max_tokens_per_call: Most tokens sampled in one generation round.
         budget_notice: Append the format's notice (CoRT's ``[SYSTEM]`` text) to the last allowed execution's output.
         timeout: Sandbox timeout per execution in seconds (``None``: the sandbox's default).
+        schedule: ``async``: trajectories keep generating while others' code runs (see the module docstring);
+            ``rounds``: CoRT's round-synchronous loop, which waits for the whole batch's executions every round.
+        batch_wait: With ``async``, seconds to wait for more executions to finish before generating for the
+            trajectories already ready, so they share one backend call (``0``: generate at once).
         sampling: Temperature, top-p, ... (``max_new_tokens`` is set per round from the limits above).
     """
 
@@ -45,6 +62,8 @@ class RolloutConfig:
     max_tokens_per_call: int = 256
     budget_notice: bool = True
     timeout: float | None = None
+    schedule: Literal["async", "rounds"] = "async"
+    batch_wait: float = 0.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
@@ -55,11 +74,15 @@ class RolloutConfig:
             errors.append(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
         if self.max_tokens_per_call < 1:
             errors.append(f"max_tokens_per_call must be >= 1, got {self.max_tokens_per_call}")
+        if self.schedule not in ("async", "rounds"):
+            errors.append(f"schedule must be 'async' or 'rounds', got {self.schedule!r}")
+        if self.batch_wait < 0:
+            errors.append(f"batch_wait must be >= 0, got {self.batch_wait}")
         if errors:
             raise ValueError("invalid RolloutConfig: " + "; ".join(errors))
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: states are members of the scheduler's sets
 class _State:
     prompt_ids: list[int]
     row: Mapping[str, Any]
@@ -84,8 +107,10 @@ class RolloutEngine:
         backend: Generates continuations of token-id prompts (:class:`~lightning_cort.rollout.HFBackend`, ...).
         tokenizer: Encodes interpreter output and decodes text views.
         code_format: Where calls are and how output is rendered.
-        sandbox: Executes the code; one session per trajectory, so state persists across its calls.
-        config: Limits and sampling.
+        sandbox: Executes the code; one session per trajectory, so state persists across its calls. With the
+            ``async`` schedule it is called from several threads at once (the :class:`~lightning_cort.sandbox.Sandbox`
+            protocol requires that to be safe).
+        config: Limits, sampling and scheduling.
 
     ``policy_version`` is the version of the weights that should sample (the trainer's optimizer step); a backend
     that tracks the version of the weights it holds (``backend.policy_version``, as
@@ -143,38 +168,85 @@ class RolloutEngine:
                 f"the generation backend holds policy version {held} but version {self.policy_version} should sample: "
                 "sync the weights (backend.sync_weights) after every optimizer step"
             )
-        cfg = self.config
-        sampling = sampling or cfg.sampling
+        sampling = sampling or self.config.sampling
         rows = rows if rows is not None else [{} for _ in prompts]
         states = [_State(list(p), rows[g], g) for g in range(len(prompts)) for p in [prompts[g]] for _ in range(n)]
-        max_rounds = 2 * cfg.max_calls + 2
         try:
-            while True:
-                for s in states:
-                    if s.finish == "active" and len(s.ids) >= cfg.max_total_tokens:
-                        s.finish = "length"
-                active = [s for s in states if s.finish == "active"]
-                if not active:
-                    break
-                with_stop = [s for s in active if len(s.calls) < cfg.max_calls]
-                without_stop = [s for s in active if len(s.calls) >= cfg.max_calls]
-                pending: list[tuple[_State, str]] = []
-                for group, stops in ((with_stop, self.format.stop_strings), (without_stop, ())):
-                    if group:
-                        pending.extend(self._generate_round(group, sampling, stops, max_rounds))
-                if pending:
-                    self._execute(pending)
+            if self.config.schedule == "rounds":
+                self._run_rounds(states, sampling)
+            else:
+                self._run_async(states, sampling)
         finally:
             for s in states:
                 if s.session is not None:
                     self.sandbox.close_session(s.session)
         return [self._finish(s, sampling.logprobs) for s in states]
 
+    # -- schedules -------------------------------------------------------------------------------------------------
+    def _run_rounds(self, states: list[_State], sampling: SamplingConfig) -> None:
+        """CoRT's loop: generate for every active trajectory, execute all their calls, wait for all of them."""
+        while active := self._active(states):
+            calls = self._generate(active, sampling)
+            if calls:
+                sessions = [self._session(s) for s, _ in calls]
+                codes = [code for _, code in calls]
+                results = self.sandbox.run_many(codes, sessions=sessions, timeout=self.config.timeout)
+                for (s, code), result in zip(calls, results):
+                    self._append_output(s, code, result)
+
+    def _run_async(self, states: list[_State], sampling: SamplingConfig) -> None:
+        """Generate for whoever is ready while the others' code runs; wait only when nobody is ready.
+
+        ``ready`` holds the trajectories that can generate now, ``running`` the executions in flight (at most one per
+        trajectory, so one thread per trajectory never queues an execution behind another).
+        """
+        ready: set[_State] = set(states)
+        running: dict[Future[ExecutionResult], tuple[_State, str]] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, len(states)), thread_name_prefix="rollout-exec")
+        try:
+            while ready or running:
+                batch = self._active([s for s in states if s in ready])  # in input order, for stable batches
+                calls = self._generate(batch, sampling) if batch else []
+                for s, code in calls:
+                    running[pool.submit(self._execute, self._session(s), code)] = (s, code)
+                waiting = {s for s, _ in calls}
+                ready = {s for s in batch if s.finish == "active" and s not in waiting}  # e.g. a non-call stop
+                if not running:
+                    continue
+                if not ready:
+                    wait(running, return_when=FIRST_COMPLETED)  # nothing to generate: wait for the first output only
+                done, _ = wait(running, timeout=self.config.batch_wait, return_when=ALL_COMPLETED)
+                for fut in done:
+                    s, code = running.pop(fut)
+                    self._append_output(s, code, fut.result())
+                    if s.finish == "active":
+                        ready.add(s)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # sessions are closed after their executions ended
+
     # -- steps -----------------------------------------------------------------------------------------------------
-    def _generate_round(
-        self, group: list[_State], sampling: SamplingConfig, stops: Sequence[str], max_rounds: int
+    def _active(self, states: list[_State]) -> list[_State]:
+        """The trajectories that may generate: still active and with budget left (the others end on ``length``)."""
+        for s in states:
+            if s.finish == "active" and len(s.ids) >= self.config.max_total_tokens:
+                s.finish = "length"
+        return [s for s in states if s.finish == "active"]
+
+    def _generate(self, batch: list[_State], sampling: SamplingConfig) -> list[tuple[_State, str]]:
+        """One generation round for ``batch``; returns the code calls that closed, as ``(state, code)``."""
+        with_stop = [s for s in batch if len(s.calls) < self.config.max_calls]
+        without_stop = [s for s in batch if len(s.calls) >= self.config.max_calls]  # the final round: no code stop
+        calls: list[tuple[_State, str]] = []
+        for group, stops in ((with_stop, self.format.stop_strings), (without_stop, ())):
+            if group:
+                calls.extend(self._generate_group(group, sampling, stops))
+        return calls
+
+    def _generate_group(
+        self, group: list[_State], sampling: SamplingConfig, stops: Sequence[str]
     ) -> list[tuple[_State, str]]:
         cfg = self.config
+        max_rounds = 2 * cfg.max_calls + 2
         budgets = [min(cfg.max_tokens_per_call, cfg.max_total_tokens - len(s.ids)) for s in group]
         round_sampling = SamplingConfig(
             temperature=sampling.temperature,
@@ -186,7 +258,7 @@ class RolloutEngine:
         t0 = time.perf_counter()
         outs = self.backend.generate([s.prompt_ids + s.ids for s in group], round_sampling, stops)
         share = (time.perf_counter() - t0) / len(group)
-        pending = []
+        calls = []
         for s, out, budget in zip(group, outs, budgets):
             s.generation_s += share
             s.rounds += 1
@@ -201,33 +273,36 @@ class RolloutEngine:
             else:
                 call = self.format.find_call(s.since_tool)
                 if call is not None:
-                    pending.append((s, call.code))
+                    calls.append((s, call.code))
                 # A stop that closed something other than a code call: keep generating in the next round.
-        return pending
+        return calls
 
-    def _execute(self, pending: list[tuple[_State, str]]) -> None:
+    def _session(self, s: _State) -> str:
+        if s.session is None:
+            s.session = self.sandbox.open_session()
+        return s.session
+
+    def _execute(self, session: str, code: str) -> ExecutionResult:
+        # Through run_many, as the round-synchronous loop does, so sandbox wrappers that hook it see every execution.
+        return self.sandbox.run_many([code], sessions=[session], timeout=self.config.timeout)[0]
+
+    def _append_output(self, s: _State, code: str, result: ExecutionResult) -> None:
+        """Append an execution's rendered output as forced tokens, or end the trajectory if it does not fit."""
         cfg = self.config
-        for s, _ in pending:
-            if s.session is None:
-                s.session = self.sandbox.open_session()
-        results = self.sandbox.run_many(
-            [code for _, code in pending], sessions=[s.session for s, _ in pending], timeout=cfg.timeout
-        )
-        for (s, code), result in zip(pending, results):
-            s.tool_s += result.duration_s
-            last = len(s.calls) + 1 >= cfg.max_calls
-            rendered = self.format.render_result(result, budget_notice=cfg.budget_notice and last)
-            out_ids = self.tokenizer.encode(rendered, add_special_tokens=False)
-            if len(s.ids) + len(out_ids) >= cfg.max_total_tokens:
-                s.finish = "budget"  # the output does not fit: end on the model's closing delimiter, as CoRT does
-                continue
-            start = len(s.ids)
-            s.ids.extend(out_ids)
-            s.mask.extend([0] * len(out_ids))
-            s.logprobs.extend([0.0] * len(out_ids))
-            s.segments.append(("tool", start, len(s.ids), rendered))
-            s.calls.append(ToolCall(code=code, result=result, rendered=rendered, segment=len(s.segments) - 1))
-            s.since_tool = ""
+        s.tool_s += result.duration_s
+        last = len(s.calls) + 1 >= cfg.max_calls
+        rendered = self.format.render_result(result, budget_notice=cfg.budget_notice and last)
+        out_ids = self.tokenizer.encode(rendered, add_special_tokens=False)
+        if len(s.ids) + len(out_ids) >= cfg.max_total_tokens:
+            s.finish = "budget"  # the output does not fit: end on the model's closing delimiter, as CoRT does
+            return
+        start = len(s.ids)
+        s.ids.extend(out_ids)
+        s.mask.extend([0] * len(out_ids))
+        s.logprobs.extend([0.0] * len(out_ids))
+        s.segments.append(("tool", start, len(s.ids), rendered))
+        s.calls.append(ToolCall(code=code, result=result, rendered=rendered, segment=len(s.segments) - 1))
+        s.since_tool = ""
 
     # -- helpers ---------------------------------------------------------------------------------------------------
     @staticmethod

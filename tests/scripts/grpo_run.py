@@ -110,10 +110,14 @@ def main() -> None:
     rows = [{"prompt": "unused"}] * STEPS
     loader = torch.utils.data.DataLoader(rows, batch_size=1, collate_fn=list)
     trainer.fit(module, loader)
-    from lightning_cort.models.policy import full_state_dict
+    from lightning_cort.models.policy import export_policy
 
-    state = full_state_dict(module.model)
+    export_dir = os.path.join(os.path.dirname(os.path.abspath(out)), f"{mode}-export")
+    export_policy(module.model, tokenizer, export_dir, mode="full")  # every rank: FSDP2 gathers the shards
     if trainer.global_rank == 0:
+        from transformers import AutoModelForCausalLM
+
+        state = AutoModelForCausalLM.from_pretrained(export_dir).state_dict()
         checksum = {k: float(v.double().sum()) for k, v in state.items()}
         sharded = any(type(p).__name__ == "DTensor" for p in module.model.parameters())
         with open(out, "w") as f:
