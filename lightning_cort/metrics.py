@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lightning_cort.trajectory import Trajectory
 
@@ -70,3 +70,98 @@ def token_efficiency(trajectories: Sequence[Trajectory], correct: Sequence[bool]
         "truncation_rate": stats["truncation_rate"],
         "infrastructure_failure_rate": stats["infrastructure_failure_rate"],
     }
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k: the probability that at least one of ``k`` samples drawn without replacement from ``n``
+    samples, ``c`` of them correct, is correct: ``1 - C(n-c, k) / C(n, k)`` (computed as a stable product)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
+
+
+def sample_metrics(
+    correct: Sequence[Sequence[bool]],
+    answers: Sequence[Sequence[str | None]] | None = None,
+    ks: Sequence[int] = (1,),
+) -> dict[str, float]:
+    """Accuracy over several samples per problem.
+
+    Args:
+        correct: Per problem, whether each of its ``n`` samples is correct.
+        answers: Per problem, each sample's extracted answer (normalised text; ``None`` when absent), for maj@n.
+        ks: The ``k`` of pass@k to report (those above a problem's sample count are skipped).
+
+    Returns:
+        ``avg@n`` (mean correctness over all samples, CoRT's avg@16 / avg@4), ``pass@k`` for each ``k``, and with
+        ``answers`` ``maj@n`` (the most frequent answer — ties broken by first occurrence — is correct).
+    """
+    if not correct:
+        return {}
+    n = min(len(c) for c in correct)
+    if n == 0:
+        raise ValueError("every problem needs at least one sample")
+    out = {f"avg@{n}": sum(sum(c) / len(c) for c in correct) / len(correct)}
+    for k in ks:
+        if k <= n:
+            out[f"pass@{k}"] = sum(pass_at_k(len(c), sum(c), k) for c in correct) / len(correct)
+    if answers is not None:
+        if len(answers) != len(correct):
+            raise ValueError(f"{len(correct)} problems but answers for {len(answers)}")
+        wins = 0
+        for flags, ans in zip(correct, answers):
+            votes: dict[str, int] = {}
+            for a in ans:
+                if a is not None:
+                    votes[a] = votes.get(a, 0) + 1
+            if votes:
+                best = max(votes, key=lambda a: (votes[a], -ans.index(a)))
+                wins += bool(flags[ans.index(best)])
+        out[f"maj@{n}"] = wins / len(correct)
+    return out
+
+
+def accuracy_per_kilotoken(accuracy: float, tokens_per_response: float) -> float:
+    """Accuracy per 1,000 tokens spent per response (higher is more token-efficient)."""
+    return accuracy / (tokens_per_response / 1000.0) if tokens_per_response > 0 else 0.0
+
+
+def budget_accuracy(
+    lengths: Sequence[int],
+    correct: Sequence[bool],
+    budgets: Sequence[int],
+    rescore: Callable[[int, int], bool] | None = None,
+) -> dict[int, float]:
+    """Accuracy when every response is cut at a token budget and scored again.
+
+    A response that fits the budget keeps its score. A longer one is cut to ``budget`` tokens and rescored with
+    ``rescore(index, budget)`` (e.g. decode the first ``budget`` completion tokens and check the answer in them);
+    without ``rescore`` it counts as wrong (its answer, at the end, is cut off).
+
+    Args:
+        lengths: Tokens of each response (sampled + interpreter output).
+        correct: Whether each full response is correct.
+        budgets: Token budgets.
+        rescore: ``(response index, budget) -> correct`` for responses longer than the budget.
+
+    Returns:
+        ``{budget: accuracy}``.
+    """
+    if len(lengths) != len(correct):
+        raise ValueError(f"{len(lengths)} lengths but {len(correct)} correctness flags")
+    n = len(lengths)
+    out = {}
+    for b in budgets:
+        hits = 0
+        for i, (length, ok) in enumerate(zip(lengths, correct)):
+            if length <= b:
+                hits += bool(ok)
+            elif rescore is not None:
+                hits += bool(rescore(i, b))
+        out[b] = hits / n if n else 0.0
+    return out
