@@ -1,8 +1,12 @@
-"""Greedy (or sampled) evaluation of a policy on dataset rows with the rollout engine."""
+"""Evaluation: roll a policy out on dataset rows and score it (:func:`evaluate`), and the pieces of the benchmark
+evaluation recipe (loading benchmark files, generation records, per-dataset metrics)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,3 +69,164 @@ def evaluate(
         model.train(was_training)
     correct = [is_correct(t, t.row) for t in trajectories]
     return token_efficiency(trajectories, correct), trajectories
+
+
+# -- benchmark evaluation (the eval recipe) ---------------------------------------------------------------------------
+
+#: CoRT's samples per problem: avg@16 on the small contest sets, avg@4 on the large ones.
+CORT_SAMPLES = {"aime24": 16, "aime25": 16, "amc23": 16, "math500": 4, "olympiad_bench": 4}
+
+#: The column names of the CoRT benchmark files.
+CORT_COLUMNS = {"problem": "problem", "answer": "gt_answer", "prompt": "prompt"}
+
+
+def dataset_name(spec: str) -> str:
+    """A short name for a dataset file or hub id: ``.../test_aime24.reason_step.jsonl`` → ``aime24``."""
+    name = os.path.basename(spec.rstrip("/"))
+    for suffix in (".jsonl", ".json", ".parquet"):
+        name = name.removesuffix(suffix)
+    name = name.removeprefix("test_").removesuffix(".reason_step")
+    return name
+
+
+def load_rows(
+    spec: str, columns: Mapping[str, str] | None = None, *, limit: int | None = None, prompt_suffix: str | None = None
+) -> list[dict[str, Any]]:
+    """Read benchmark rows from a local ``.jsonl`` / ``.json`` / ``.parquet`` file or a hub dataset name.
+
+    Args:
+        spec: Path, or ``name`` / ``name:split`` of a hub dataset (needs network or a local hub cache).
+        columns: Where the fields are: ``problem``, ``answer`` and optionally ``prompt`` (the full user message;
+            without it the prompt is the problem plus ``prompt_suffix``). Default: the CoRT format.
+        limit: Keep the first ``limit`` rows.
+        prompt_suffix: Appended on a new line to the problem when there is no prompt column.
+
+    Returns:
+        Rows with ``id``, ``prompt``, ``answer``, ``problem`` (and the original fields under ``source_row``).
+
+    Raises:
+        ValueError: A row lacks a mapped column (the message names the row and the columns found).
+    """
+    cols = dict(columns or CORT_COLUMNS)
+    path = Path(spec)
+    if path.suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as f:
+            raw = [json.loads(line) for line in f if line.strip()] if path.suffix == ".jsonl" else json.load(f)
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        raw = pq.read_table(path).to_pylist()
+    else:
+        import datasets
+
+        name, _, split = spec.partition(":")
+        try:
+            raw = list(datasets.load_dataset(name, split=split or "test"))
+        except Exception as e:  # any hub failure becomes one clear message
+            raise ValueError(f"could not load dataset {spec!r} (not a local .jsonl/.json/.parquet file): {e}") from e
+    if limit is not None:
+        raw = raw[:limit]
+    name = dataset_name(spec)
+    rows = []
+    for i, r in enumerate(raw):
+        missing = [c for k, c in cols.items() if k != "prompt" and c not in r]
+        if missing:
+            raise ValueError(f"{spec}: row {i} has no column(s) {missing}; its columns are {sorted(r)}")
+        problem = str(r[cols["problem"]])
+        prompt = r.get(cols.get("prompt", ""), None) if "prompt" in cols else None
+        if prompt is None:
+            prompt = f"{problem}\n{prompt_suffix}" if prompt_suffix else problem
+        rows.append({"id": f"{name}-{i}", "prompt": str(prompt), "answer": str(r[cols["answer"]]), "problem": problem})
+    return rows
+
+
+def trajectory_record(t: Trajectory, dataset: str, index: int, sample: int) -> dict[str, Any]:
+    """One generation as a JSON-serialisable record (what ``generations.jsonl`` holds)."""
+    return {
+        "dataset": dataset,
+        "index": index,
+        "sample": sample,
+        "id": t.row.get("id"),
+        "answer": t.row.get("answer"),
+        "completion": t.completion_text,
+        "completion_ids": t.completion_ids.tolist(),
+        "model_tokens": t.num_model_tokens,
+        "tool_tokens": t.num_tool_tokens,
+        "calls": len(t.tool_calls),
+        "calls_ok": sum(c.result.ok for c in t.tool_calls),
+        "finish_reason": t.finish_reason,
+        "generation_s": t.generation_s,
+        "tool_s": t.tool_s,
+    }
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records of ``generations.jsonl``; a last line cut short by an interruption is ignored."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # the write that was interrupted; everything before it is complete
+    return out
+
+
+def record_metrics(
+    records: Sequence[Mapping[str, Any]],
+    correct: Sequence[bool],
+    answers: Sequence[str | None],
+    *,
+    budgets: Sequence[int] = (),
+    rescore: Callable[[int, int], bool] | None = None,
+) -> dict[str, Any]:
+    """The eval metrics of one dataset's records (every problem's samples): avg@n / pass@k / maj@n, tokens (model,
+    interpreter, all; correct / incorrect), code use, accuracy under token budgets, accuracy per 1k tokens,
+    interpreter time share."""
+    from lightning_cort.metrics import accuracy_per_kilotoken, budget_accuracy, sample_metrics
+
+    if not records:
+        return {}
+    by_problem: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        by_problem.setdefault(int(r["index"]), []).append(i)
+    groups = [sorted(ix, key=lambda i: records[i]["sample"]) for _, ix in sorted(by_problem.items())]
+    n = min(len(g) for g in groups)
+    ks = sorted({1, n} | ({k for k in (2, 4, 8, 16) if k < n}))
+    out: dict[str, Any] = sample_metrics(
+        [[correct[i] for i in g] for g in groups], [[answers[i] for i in g] for g in groups], ks=ks
+    )
+    total = [r["model_tokens"] + r["tool_tokens"] for r in records]
+
+    def mean(xs: Sequence[float]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    ok = [i for i, c in enumerate(correct) if c]
+    bad = [i for i, c in enumerate(correct) if not c]
+    accuracy = len(ok) / len(records)
+    calls = sum(r["calls"] for r in records)
+    gen_s, tool_s = sum(r["generation_s"] for r in records), sum(r["tool_s"] for r in records)
+    out.update(
+        problems=len(groups),
+        samples_per_problem=n,
+        accuracy=accuracy,
+        tokens=mean(total),
+        model_tokens=mean([r["model_tokens"] for r in records]),
+        tool_tokens=mean([r["tool_tokens"] for r in records]),
+        tokens_correct=mean([total[i] for i in ok]),
+        tokens_incorrect=mean([total[i] for i in bad]),
+        model_tokens_correct=mean([records[i]["model_tokens"] for i in ok]),
+        model_tokens_incorrect=mean([records[i]["model_tokens"] for i in bad]),
+        tokens_per_correct=sum(total) / len(ok) if ok else None,
+        calls_per_response=calls / len(records),
+        code_use_rate=mean([float(r["calls"] > 0) for r in records]),
+        code_success_rate=sum(r["calls_ok"] for r in records) / calls if calls else 0.0,
+        accuracy_per_1k_tokens=accuracy_per_kilotoken(accuracy, mean(total)),
+        interpreter_time_share=tool_s / (gen_s + tool_s) if gen_s + tool_s > 0 else 0.0,
+        truncation_rate=mean([float(r["finish_reason"] in ("length", "budget")) for r in records]),
+    )
+    if budgets:
+        out["budget_accuracy"] = {str(b): a for b, a in budget_accuracy(total, correct, budgets, rescore).items()}
+    return out
