@@ -1,0 +1,104 @@
+"""The eval recipe: the synthetic task end to end, a slice of each CoRT benchmark file, resuming an interrupted
+evaluation, presets, and clear errors for malformed data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_WARMUP
+
+from lightning_cort.evaluation import load_rows, read_records
+from lightning_cort.recipes import eval as eval_recipe
+
+CORT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cort"
+BENCHMARKS = ["aime24", "aime25", "amc23", "math500", "olympiad_bench"]
+
+# fmt: off
+TINY = [
+    "--progress", "false",
+    "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
+    "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
+]
+# fmt: on
+
+
+def _check_run(run_dir: Path, metrics: dict, datasets: list[str]) -> None:
+    for name in (
+        "generations.jsonl",
+        "metrics.json",
+        "config.json",
+        "accuracy_vs_budget.png",
+        "token_distribution.png",
+    ):
+        assert (run_dir / name).stat().st_size > 0, name
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert sorted(k for k in on_disk if not k.startswith("_")) == sorted(datasets)
+    for name in datasets:
+        m = metrics[name]
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["tokens"] > 0
+        assert set(m["budget_accuracy"]) and all(0.0 <= v <= 1.0 for v in m["budget_accuracy"].values())
+        assert m["tokens"] == pytest.approx(m["model_tokens"] + m["tool_tokens"])
+
+
+def test_synthetic_task_end_to_end(tmp_path, trained_policy, capsys):
+    run_dir = tmp_path / "run"
+    metrics = eval_recipe.main([*TINY, "--run_dir", str(run_dir), "--task.eval_size", "12"])
+    _check_run(run_dir, metrics, ["calculator"])
+    assert metrics["calculator"]["problems"] == 12
+    assert "evaluation" in capsys.readouterr().out  # the rich table
+
+
+@pytest.mark.skipif(not CORT_DATA.exists(), reason=f"the CoRT benchmark files are not at {CORT_DATA}")
+def test_slice_of_each_cort_benchmark(tmp_path, trained_policy):
+    files = [str(CORT_DATA / f"test_{name}.reason_step.jsonl") for name in BENCHMARKS]
+    # fmt: off
+    args = [*TINY, "--run_dir", str(tmp_path / "run"), "--data", json.dumps(files), "--limit", "2", "--n", "2",
+            "--max_total_tokens", "48", "--max_tokens_per_call", "48", "--max_calls", "1", "--scoring", "cort",
+            "--temperature", "0.6", "--top_p", "0.95"]
+    # fmt: on
+    metrics = eval_recipe.main(args)
+    _check_run(tmp_path / "run", metrics, BENCHMARKS)
+    records = read_records(tmp_path / "run" / "generations.jsonl")
+    assert len(records) == 5 * 2 * 2
+    assert all(metrics[name]["samples_per_problem"] == 2 for name in BENCHMARKS)
+
+
+def test_interrupted_eval_resumes_without_regenerating(tmp_path, trained_policy):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "--run_dir", str(run_dir), "--task.eval_size", "6", "--batch_size", "2"]
+    eval_recipe.main(args)
+    lines = (run_dir / "generations.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 6
+    # An interruption after two batches... and in the middle of writing the third.
+    (run_dir / "generations.jsonl").write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
+    metrics = eval_recipe.main(args)
+    assert metrics["_run"]["problems_resumed"] == 4 and metrics["_run"]["problems_generated"] == 2
+    again = (run_dir / "generations.jsonl").read_text().splitlines(keepends=True)
+    assert again[:4] == lines[:4]  # finished samples untouched
+    assert sorted(r["index"] for r in read_records(run_dir / "generations.jsonl")) == list(range(6))
+    assert metrics["calculator"]["problems"] == 6
+
+
+def test_presets():
+    cfg = eval_recipe.apply_preset(eval_recipe.EvalConfig(preset="cort"))
+    assert (cfg.temperature, cfg.top_p, cfg.max_calls, cfg.max_total_tokens, cfg.scoring) == (
+        0.6,
+        0.95,
+        15,
+        32768,
+        "cort",
+    )
+    assert [eval_recipe.samples_for(cfg, b) for b in BENCHMARKS] == [16, 16, 16, 4, 4]
+    strict = eval_recipe.apply_preset(eval_recipe.EvalConfig(preset="strict", n=3))
+    assert strict.scoring == "strict" and eval_recipe.samples_for(strict, "aime24") == 3
+
+
+def test_malformed_rows_are_a_clear_error(tmp_path):
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "gt_answer": "2"}) + "\n" + json.dumps({"question": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"row 1 has no column\(s\) \['problem', 'gt_answer'\]"):
+        load_rows(str(path))
+    rows = load_rows(str(path), {"problem": "problem", "answer": "gt_answer"}, limit=1, prompt_suffix="Box it.")
+    assert rows == [{"id": "bench-0", "prompt": "1+1?\nBox it.", "answer": "2", "problem": "1+1?"}]
