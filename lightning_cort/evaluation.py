@@ -4,6 +4,7 @@ evaluation recipe (loading benchmark files, generation records, per-dataset metr
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -142,6 +143,8 @@ def load_rows(
 
 def trajectory_record(t: Trajectory, dataset: str, index: int, sample: int) -> dict[str, Any]:
     """One generation as a JSON-serialisable record (what ``generations.jsonl`` holds)."""
+    from lightning_cort.metrics import trajectory_usage
+
     return {
         "dataset": dataset,
         "index": index,
@@ -150,13 +153,7 @@ def trajectory_record(t: Trajectory, dataset: str, index: int, sample: int) -> d
         "answer": t.row.get("answer"),
         "completion": t.completion_text,
         "completion_ids": t.completion_ids.tolist(),
-        "model_tokens": t.num_model_tokens,
-        "tool_tokens": t.num_tool_tokens,
-        "calls": len(t.tool_calls),
-        "calls_ok": sum(c.result.ok for c in t.tool_calls),
-        "finish_reason": t.finish_reason,
-        "generation_s": t.generation_s,
-        "tool_s": t.tool_s,
+        **trajectory_usage(t),
     }
 
 
@@ -182,10 +179,10 @@ def record_metrics(
     budgets: Sequence[int] = (),
     rescore: Callable[[int, int], bool] | None = None,
 ) -> dict[str, Any]:
-    """The eval metrics of one dataset's records (every problem's samples): avg@n / pass@k / maj@n, tokens (model,
-    interpreter, all; correct / incorrect), code use, accuracy under token budgets, accuracy per 1k tokens,
-    interpreter time share."""
-    from lightning_cort.metrics import accuracy_per_kilotoken, budget_accuracy, sample_metrics
+    """The eval metrics of one dataset's records (every problem's samples): avg@n / pass@k / maj@n, the usage
+    metrics shared with training (:func:`~lightning_cort.metrics.usage_metrics`), and ``budget_accuracy`` (accuracy
+    under each token budget, longer responses cut and rescored)."""
+    from lightning_cort.metrics import budget_accuracy, sample_metrics, usage_metrics
 
     if not records:
         return {}
@@ -198,35 +195,11 @@ def record_metrics(
     out: dict[str, Any] = sample_metrics(
         [[correct[i] for i in g] for g in groups], [[answers[i] for i in g] for g in groups], ks=ks
     )
+    usage = usage_metrics(records, correct)
+    if not math.isfinite(usage["tokens_per_correct"]):
+        usage["tokens_per_correct"] = None  # type: ignore[assignment]  # JSON has no infinity
+    out.update(usage, problems=len(groups), samples_per_problem=n)
     total = [r["model_tokens"] + r["tool_tokens"] for r in records]
-
-    def mean(xs: Sequence[float]) -> float:
-        return sum(xs) / len(xs) if xs else 0.0
-
-    ok = [i for i, c in enumerate(correct) if c]
-    bad = [i for i, c in enumerate(correct) if not c]
-    accuracy = len(ok) / len(records)
-    calls = sum(r["calls"] for r in records)
-    gen_s, tool_s = sum(r["generation_s"] for r in records), sum(r["tool_s"] for r in records)
-    out.update(
-        problems=len(groups),
-        samples_per_problem=n,
-        accuracy=accuracy,
-        tokens=mean(total),
-        model_tokens=mean([r["model_tokens"] for r in records]),
-        tool_tokens=mean([r["tool_tokens"] for r in records]),
-        tokens_correct=mean([total[i] for i in ok]),
-        tokens_incorrect=mean([total[i] for i in bad]),
-        model_tokens_correct=mean([records[i]["model_tokens"] for i in ok]),
-        model_tokens_incorrect=mean([records[i]["model_tokens"] for i in bad]),
-        tokens_per_correct=sum(total) / len(ok) if ok else None,
-        calls_per_response=calls / len(records),
-        code_use_rate=mean([float(r["calls"] > 0) for r in records]),
-        code_success_rate=sum(r["calls_ok"] for r in records) / calls if calls else 0.0,
-        accuracy_per_1k_tokens=accuracy_per_kilotoken(accuracy, mean(total)),
-        interpreter_time_share=tool_s / (gen_s + tool_s) if gen_s + tool_s > 0 else 0.0,
-        truncation_rate=mean([float(r["finish_reason"] in ("length", "budget")) for r in records]),
-    )
     if budgets:
         out["budget_accuracy"] = {str(b): a for b, a in budget_accuracy(total, correct, budgets, rescore).items()}
     return out

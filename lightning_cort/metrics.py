@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from lightning_cort.trajectory import Trajectory
 
@@ -28,48 +29,80 @@ def rollout_statistics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     }
 
 
-def token_efficiency(trajectories: Sequence[Trajectory], correct: Sequence[bool]) -> dict[str, float]:
-    """Accuracy and token/tool usage of a set of trajectories.
+def trajectory_usage(trajectory: Trajectory) -> dict[str, Any]:
+    """The per-response quantities the usage metrics need (also the fields of an eval ``generations.jsonl`` record)."""
+    return {
+        "model_tokens": trajectory.num_model_tokens,
+        "tool_tokens": trajectory.num_tool_tokens,
+        "calls": len(trajectory.tool_calls),
+        "calls_ok": sum(c.result.ok for c in trajectory.tool_calls),
+        "finish_reason": trajectory.finish_reason,
+        "generation_s": trajectory.generation_s,
+        "tool_s": trajectory.tool_s,
+    }
 
-    Args:
-        trajectories: The responses.
-        correct: Whether each response's answer was right.
+
+def usage_metrics(records: Sequence[Mapping[str, Any]], correct: Sequence[bool]) -> dict[str, float]:
+    """Accuracy and token/tool usage of responses, from :func:`trajectory_usage` records: the one implementation
+    behind training logs (:func:`token_efficiency`) and evaluation reports.
 
     Returns:
         ``accuracy``; ``tokens_per_response`` (sampled + interpreter output), ``model_tokens_per_response``,
         ``tool_tokens_per_response``; ``tokens_per_correct`` (all tokens spent / correct answers; ``inf`` with none
-        correct); ``tokens_correct`` / ``tokens_incorrect`` (mean tokens of correct / incorrect responses);
-        ``tool_calls_per_response``; ``code_use_rate`` (share of responses with a call); ``code_success_rate``
-        (share of calls that ran without error); ``interpreter_time_share``; ``truncation_rate`` (responses that hit
-        a token limit); ``infrastructure_failure_rate`` (calls that failed in the sandbox).
+        correct); ``tokens_correct`` / ``tokens_incorrect`` and ``model_tokens_correct`` / ``model_tokens_incorrect``
+        (means over correct / incorrect responses); ``accuracy_per_1k_tokens``; ``tool_calls_per_response``;
+        ``code_use_rate`` (share of responses with a call); ``code_success_rate`` (share of calls that ran without
+        error); ``interpreter_time_share``; ``truncation_rate`` (responses that hit a token limit).
     """
-    n = len(trajectories)
+    n = len(records)
     if n != len(correct):
-        raise ValueError(f"{n} trajectories but {len(correct)} correctness flags")
+        raise ValueError(f"{n} responses but {len(correct)} correctness flags")
     if n == 0:
         return {}
-    totals = [t.completion_ids.numel() for t in trajectories]
-    model = [t.num_model_tokens for t in trajectories]
-    calls = [c for t in trajectories for c in t.tool_calls]
-    right = [x for x, ok in zip(totals, correct) if ok]
-    wrong = [x for x, ok in zip(totals, correct) if not ok]
-    n_correct = sum(bool(c) for c in correct)
-    stats = rollout_statistics(trajectories)
+
+    def mean(xs: Sequence[float]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    total = [r["model_tokens"] + r["tool_tokens"] for r in records]
+    model = [r["model_tokens"] for r in records]
+    ok = [i for i, c in enumerate(correct) if c]
+    bad = [i for i, c in enumerate(correct) if not c]
+    calls = sum(r["calls"] for r in records)
+    gen_s, tool_s = sum(r["generation_s"] for r in records), sum(r["tool_s"] for r in records)
+    accuracy = len(ok) / n
     return {
-        "accuracy": n_correct / n,
-        "tokens_per_response": sum(totals) / n,
-        "model_tokens_per_response": sum(model) / n,
-        "tool_tokens_per_response": (sum(totals) - sum(model)) / n,
-        "tokens_per_correct": sum(totals) / n_correct if n_correct else float("inf"),
-        "tokens_correct": sum(right) / len(right) if right else 0.0,
-        "tokens_incorrect": sum(wrong) / len(wrong) if wrong else 0.0,
-        "tool_calls_per_response": stats["tool_calls_per_response"],
-        "code_use_rate": sum(bool(t.tool_calls) for t in trajectories) / n,
-        "code_success_rate": sum(c.result.ok for c in calls) / len(calls) if calls else 0.0,
-        "interpreter_time_share": stats["interpreter_time_share"],
-        "truncation_rate": stats["truncation_rate"],
-        "infrastructure_failure_rate": stats["infrastructure_failure_rate"],
+        "accuracy": accuracy,
+        "tokens_per_response": mean(total),
+        "model_tokens_per_response": mean(model),
+        "tool_tokens_per_response": mean(total) - mean(model),
+        "tokens_per_correct": sum(total) / len(ok) if ok else float("inf"),
+        "tokens_correct": mean([total[i] for i in ok]),
+        "tokens_incorrect": mean([total[i] for i in bad]),
+        "model_tokens_correct": mean([model[i] for i in ok]),
+        "model_tokens_incorrect": mean([model[i] for i in bad]),
+        "accuracy_per_1k_tokens": accuracy_per_kilotoken(accuracy, mean(total)),
+        "tool_calls_per_response": calls / n,
+        "code_use_rate": mean([float(r["calls"] > 0) for r in records]),
+        "code_success_rate": sum(r["calls_ok"] for r in records) / calls if calls else 0.0,
+        "interpreter_time_share": tool_s / (gen_s + tool_s) if gen_s + tool_s > 0 else 0.0,
+        "truncation_rate": mean([float(r["finish_reason"] in ("length", "budget")) for r in records]),
     }
+
+
+def token_efficiency(trajectories: Sequence[Trajectory], correct: Sequence[bool]) -> dict[str, float]:
+    """:func:`usage_metrics` of trajectories, plus ``infrastructure_failure_rate`` (calls that failed in the sandbox).
+
+    Args:
+        trajectories: The responses.
+        correct: Whether each response's answer was right.
+    """
+    if len(trajectories) != len(correct):
+        raise ValueError(f"{len(trajectories)} trajectories but {len(correct)} correctness flags")
+    if not trajectories:
+        return {}
+    out = usage_metrics([trajectory_usage(t) for t in trajectories], correct)
+    out["infrastructure_failure_rate"] = rollout_statistics(trajectories)["infrastructure_failure_rate"]
+    return out
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -37,9 +37,9 @@ def _check_run(run_dir: Path, metrics: dict, datasets: list[str]) -> None:
     assert sorted(k for k in on_disk if not k.startswith("_")) == sorted(datasets)
     for name in datasets:
         m = metrics[name]
-        assert 0.0 <= m["accuracy"] <= 1.0 and m["tokens"] > 0
+        assert 0.0 <= m["accuracy"] <= 1.0 and m["tokens_per_response"] > 0
         assert set(m["budget_accuracy"]) and all(0.0 <= v <= 1.0 for v in m["budget_accuracy"].values())
-        assert m["tokens"] == pytest.approx(m["model_tokens"] + m["tool_tokens"])
+        assert m["tokens_per_response"] == pytest.approx(m["model_tokens_per_response"] + m["tool_tokens_per_response"])
 
 
 def test_synthetic_task_end_to_end(tmp_path, trained_policy, capsys):

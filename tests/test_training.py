@@ -70,22 +70,29 @@ def _shorter_is_better(trajectory, row):
     return cort_reward(trajectory, row) - trajectory.completion_ids.numel() / 100
 
 
-def _grpo_fit(model, tokenizer, steps=2, **kw):
+def _grpo_fit(model, tokenizer, steps=2, callbacks=(), **kw):
     module = GRPOModule(model, tokenizer, reward_fn=_shorter_is_better, group_size=4, lr=1e-3, **kw)
     rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=120))
     loader = torch.utils.data.DataLoader(ListDataset(_rows(2 * steps)), batch_size=2, collate_fn=collate_rows)
-    _trainer(max_steps=steps, callbacks=[SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout]).fit(
-        module, loader
-    )
+    sandbox = SandboxCallback(lambda: LocalSandbox(timeout=5.0))
+    _trainer(max_steps=steps, callbacks=[sandbox, rollout, *callbacks]).fit(module, loader)
     return module
 
 
 def test_grpo_changes_every_parameter(tokenizer, trained_policy):
+    from lightning_cort.callbacks import TokenEfficiencyCallback
+
     policy = copy.deepcopy(trained_policy).train()
     before = _snapshot(policy)
     torch.manual_seed(0)
-    _grpo_fit(policy, tokenizer, kl_coef=0.01)
+    val_rows = [{**r, "id": i} for i, r in enumerate(_rows(3))]
+    efficiency = TokenEfficiencyCallback(val_rows=val_rows, val_every_n_steps=1, code_format=CoRTFormat())
+    _grpo_fit(policy, tokenizer, kl_coef=0.01, callbacks=[efficiency])
     assert _unchanged(policy, before) == []
+    # Training rollouts and validation rollouts report the same metrics (one implementation).
+    assert len(efficiency.history) == 2 and len(efficiency.val_history) == 2
+    assert set(efficiency.val_history[0]) - {"step"} == set(efficiency.history[0])
+    assert [m["step"] for m in efficiency.val_history] == [1.0, 2.0]
 
 
 @pytest.mark.skipif(not BITSANDBYTES_AVAILABLE, reason="bitsandbytes is not installed (extra 'qlora')")

@@ -306,10 +306,10 @@ def _print_table(metrics: dict[str, Any]) -> None:
             f"{m['accuracy']:.3f}",
             f"{m.get(f'pass@{n}', float('nan')):.3f}",
             f"{m.get(f'maj@{n}', float('nan')):.3f}",
-            f"{m['tokens']:.0f}",
+            f"{m['tokens_per_response']:.0f}",
             f"{m['tokens_correct']:.0f}",
             f"{m['tokens_incorrect']:.0f}",
-            f"{m['calls_per_response']:.2f}",
+            f"{m['tool_calls_per_response']:.2f}",
             f"{m['code_success_rate']:.2f}",
         )
     import shutil
