@@ -29,6 +29,9 @@ def test_final_answer_requires_think_close():
         (r"\frac{1}{2}", "0.5", True),
         (r"\text{Evelyn}", r"\text{Evelyn}", True),
         (None, "1", False),
+        ("58500", "58,500", True),
+        ("12", "1,2", False),  # a list is not a number with its commas dropped
+        ("1,2", "12", False),
     ],
 )
 def test_equivalence(pred, gold, same):

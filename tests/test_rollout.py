@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -39,10 +41,12 @@ class RecordingBackend(HFBackend):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.sampled: list[list[int]] = []
+        self.batches: list[int] = []  # rows per call
 
     def generate(self, prompts, sampling, stop_strings):
         outs = super().generate(prompts, sampling, stop_strings)
         self.sampled.extend(o.token_ids for o in outs)
+        self.batches.append(len(prompts))
         return outs
 
 
@@ -184,3 +188,238 @@ def test_a_non_call_stop_at_the_budget_ends_the_trajectory(tokenizer, sandbox):
     engine = _engine(tokenizer, backend, sandbox, max_calls=2, max_total_tokens=n)
     (traj,) = engine.generate(engine.encode_prompts(["q"]))
     assert traj.finish_reason == "length" and traj.completion_ids.numel() == n
+
+
+class RowScriptedBackend:
+    """Scripted continuations for several trajectories batched together: each row's script is picked by a ``[key]``
+    in its prompt. Records every call (start time, keys of its rows, stop strings)."""
+
+    def __init__(self, tokenizer, scripts: dict[str, list[tuple[str, str]]], fail_on: tuple[str, int] | None = None):
+        self.tokenizer = tokenizer
+        self.scripts = {k: list(v) for k, v in scripts.items()}
+        self.sampled: dict[str, list[list[int]]] = {k: [] for k in scripts}
+        self.stops: dict[str, list[tuple[str, ...]]] = {k: [] for k in scripts}
+        self.calls: list[tuple[float, list[str]]] = []
+        self.fail_on = fail_on  # (key, round): raise when that row reaches that round
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, stop_strings: Sequence[str]):
+        keys = [self._key(p) for p in prompts]
+        self.calls.append((time.perf_counter(), keys))
+        outs = []
+        for key in keys:
+            if self.fail_on == (key, len(self.sampled[key])):
+                raise RuntimeError("backend failure")
+            text, finish = self.scripts[key].pop(0)
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            if finish == "eos":
+                ids.append(self.tokenizer.eos_token_id)
+            if len(ids) > sampling.max_new_tokens:
+                ids, finish = ids[: sampling.max_new_tokens], "length"
+            self.sampled[key].append(ids)
+            self.stops[key].append(tuple(stop_strings))
+            # Log-probabilities that differ per token and per round, so a mix-up between rows or rounds would show.
+            outs.append(GenerationOutput(ids, [-0.01 * (k + len(self.sampled[key])) for k in range(len(ids))], finish))
+        return outs
+
+    def _key(self, prompt: Sequence[int]) -> str:
+        text = self.tokenizer.decode(list(prompt))
+        (key,) = [k for k in self.scripts if f"[{k}]" in text]
+        return key
+
+
+class TrackingSandbox:
+    """Delegates to a real sandbox and records session lifetimes and executions in flight; the first execution can
+    be made ``first_delay`` seconds slower."""
+
+    def __init__(self, inner, first_delay: float = 0.0) -> None:
+        self.inner = inner
+        self.first_delay = first_delay
+        self.lock = threading.Lock()
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+        self.in_flight = 0
+        self.in_flight_at_close: list[int] = []
+
+    def run_many(self, codes, *, sessions=None, timeout=None):
+        with self.lock:
+            self.in_flight += 1
+            delay, self.first_delay = self.first_delay, 0.0
+        time.sleep(delay)
+        try:
+            return self.inner.run_many(codes, sessions=sessions, timeout=timeout)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def open_session(self) -> str:
+        sid = self.inner.open_session()
+        self.opened.append(sid)
+        return sid
+
+    def close_session(self, session: str) -> None:
+        with self.lock:
+            self.in_flight_at_close.append(self.in_flight)
+        self.closed.append(session)
+        self.inner.close_session(session)
+
+
+def test_fast_trajectories_keep_generating_while_slow_code_runs(tokenizer, sandbox):
+    """No batch-wide waiting: while one trajectory's code sleeps 1.5 s, another runs all its remaining rounds."""
+    scripts = {
+        "slow": [
+            ("```python\nimport time\ntime.sleep(1.5)\nprint('slow')\n```\n", "stop"),
+            ("</think>\\boxed{1}", "eos"),
+        ],
+        "fast": [
+            ("```python\nx = 1\nprint(x)\n```\n", "stop"),
+            ("```python\nprint(x + 1)\n```\n", "stop"),
+            ("```python\nprint(x + 2)\n```\n", "stop"),
+            ("</think>\\boxed{3}", "eos"),
+        ],
+    }
+    backend = RowScriptedBackend(tokenizer, scripts)
+    engine = _engine(tokenizer, backend, sandbox, max_calls=4)
+    start = time.perf_counter()
+    slow, fast = engine.generate(engine.encode_prompts(["[slow] q", "[fast] q"]))
+    assert backend.calls[0][1] == ["slow", "fast"]  # the first round is one batch
+    fast_calls = [t - start for t, keys in backend.calls if "fast" in keys]
+    slow_calls = [t - start for t, keys in backend.calls if "slow" in keys]
+    # All four fast rounds ran before the slow output could possibly be back (its code sleeps 1.5 s) ...
+    assert len(fast_calls) == 4 and max(fast_calls) < 1.5 <= slow_calls[1]
+    assert [keys for _, keys in backend.calls] == [["slow", "fast"], ["fast"], ["fast"], ["fast"], ["slow"]]
+    # ... and both trajectories are exactly what they would be on their own.
+    assert [c.result.stdout for c in fast.tool_calls] == ["1\n", "2\n", "3\n"] and fast.finish_reason == "eos"
+    assert [c.result.stdout for c in slow.tool_calls] == ["slow\n"] and slow.finish_reason == "eos"
+    _check_provenance(slow, tokenizer, backend.sampled["slow"])
+    _check_provenance(fast, tokenizer, backend.sampled["fast"])
+
+
+#: Trajectories exercising every rule of the loop, with tool latencies that make the two schedules batch differently.
+MIXED_SCRIPTS = {
+    "two-calls": [
+        ("```python\nimport time\ntime.sleep(0.3)\nv = 6 * 7\nprint(v)\n```\n", "stop"),
+        ("Again.\n```python\nprint(v + 1)\n```\n", "stop"),
+        ("</think>\\boxed{43}", "eos"),
+    ],
+    "non-call-stop": [
+        ("A table:\n```\na b\n```\n", "stop"),
+        ("```python\nimport time\ntime.sleep(0.1)\nprint(5)\n```\n", "stop"),
+        ("</think>\\boxed{5}", "eos"),
+    ],
+    "over-budget": [("```python\nprint('y' * 2000)\n```\n", "stop")],
+    "all-calls": [
+        ("```python\nprint(1)\n```\n", "stop"),
+        ("```python\nprint(2)\n```\n", "stop"),
+        ("```python\nimport time\ntime.sleep(0.2)\nprint(3)\n```\n", "stop"),
+        ("No more code.</think>\\boxed{3}", "eos"),
+    ],
+    "error": [("```python\n1/0\n```\n", "stop"), ("oops</think>", "eos")],
+    "at-once": [("</think>\\boxed{0}", "eos")],
+    "too-long": [("```python\nprint(7)\n```\n", "stop"), ("la " * 200, "stop")],
+}
+
+
+def _summary(traj, logprobs: bool = True) -> tuple:
+    return (
+        traj.group,
+        traj.finish_reason,
+        traj.completion_ids.tolist(),
+        traj.loss_mask.tolist(),
+        traj.sampling_logprobs.tolist() if logprobs else None,
+        [(s.kind, s.start, s.end, s.text) for s in traj.segments],
+        [(c.code, c.rendered, c.result.status, c.result.stdout, c.segment) for c in traj.tool_calls],
+        traj.prompt_text,
+        traj.row,
+    )
+
+
+def test_async_and_round_synchronous_schedules_give_identical_trajectories(tokenizer, sandbox):
+    keys = list(MIXED_SCRIPTS)
+    results, backends = {}, {}
+    for schedule in ("rounds", "async"):
+        backend = RowScriptedBackend(tokenizer, MIXED_SCRIPTS)
+        engine = _engine(
+            tokenizer,
+            backend,
+            sandbox,
+            max_calls=3,
+            max_total_tokens=200,
+            max_tokens_per_call=100,
+            schedule=schedule,
+            sampling=SamplingConfig(logprobs=True),
+        )
+        results[schedule] = engine.generate(engine.encode_prompts([f"[{k}] q" for k in keys]))
+        backends[schedule] = backend
+    rounds, async_ = results["rounds"], results["async"]
+    assert [_summary(t) for t in async_] == [_summary(t) for t in rounds]  # token for token, in the same order
+    assert (
+        backends["async"].sampled == backends["rounds"].sampled and backends["async"].stops == backends["rounds"].stops
+    )
+    by_key = dict(zip(keys, async_))
+    assert {k: t.finish_reason for k, t in by_key.items()} == {
+        "two-calls": "eos",
+        "non-call-stop": "eos",
+        "over-budget": "budget",
+        "all-calls": "eos",
+        "error": "eos",
+        "at-once": "eos",
+        "too-long": "length",
+    }
+    assert CORT_BUDGET_NOTICE in by_key["all-calls"].tool_calls[-1].rendered
+    assert backends["async"].stops["all-calls"][-1] == ()  # the final round without the code stop
+    for k, t in by_key.items():
+        _check_provenance(t, tokenizer, backends["async"].sampled[k])
+    # The schedules really did batch differently: the async one did not wait for the 0.3 s execution.
+    assert [keys for _, keys in backends["async"].calls] != [keys for _, keys in backends["rounds"].calls]
+
+
+def test_sessions_are_closed_after_their_executions_when_generation_fails(tokenizer, sandbox):
+    scripts = {
+        "slow": [("```python\nimport time\ntime.sleep(0.5)\nprint(1)\n```\n", "stop"), ("</think>", "eos")],
+        "fast": [("```python\nprint(2)\n```\n", "stop"), ("</think>", "eos")],
+    }
+    tracking = TrackingSandbox(sandbox)
+    backend = RowScriptedBackend(tokenizer, scripts, fail_on=("fast", 1))
+    engine = _engine(tokenizer, backend, tracking, max_calls=2)
+    with pytest.raises(RuntimeError, match="backend failure"):
+        engine.generate(engine.encode_prompts(["[slow] q", "[fast] q"]))
+    assert len(tracking.opened) == 2 and sorted(tracking.closed) == sorted(tracking.opened)
+    assert tracking.in_flight_at_close == [0, 0]  # the slow execution had ended before any session was closed
+
+
+def test_invalid_schedule_is_reported_with_other_errors():
+    with pytest.raises(ValueError, match=r"schedule must be 'async' or 'rounds'.*batch_wait must be >= 0"):
+        RolloutConfig(schedule="eager", batch_wait=-1)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Two intra-op threads on a busy 2-core machine make HF generation erratic (up to ~50x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_greedy_rollouts_with_a_real_model_are_the_same_under_both_schedules(trained_policy, tokenizer, sandbox):
+    """The async schedule batches rows differently (a row joins the next backend call as soon as its output is back),
+    yet greedy decoding gives the round-synchronous trajectories token for token."""
+    problems = CalculatorTask(seed=0).problems("test", 6)
+    rows = [p.to_row() for p in problems]
+    out, batches = {}, {}
+    for schedule in ("rounds", "async"):
+        backend = RecordingBackend(trained_policy, tokenizer)
+        config = RolloutConfig(
+            max_calls=2, max_total_tokens=200, schedule=schedule, sampling=SamplingConfig(temperature=0, logprobs=True)
+        )
+        slow_first = TrackingSandbox(sandbox, first_delay=0.3)  # so the async schedule surely batches differently
+        engine = RolloutEngine(backend, tokenizer, CoRTFormat(), slow_first, config)
+        out[schedule] = engine.generate(engine.encode_prompts([build_prompt(p.question) for p in problems]), rows)
+        batches[schedule] = backend.batches
+    assert [_summary(t, logprobs=False) for t in out["async"]] == [_summary(t, logprobs=False) for t in out["rounds"]]
+    for a, r in zip(out["async"], out["rounds"]):  # log-probabilities up to float rounding of other batch shapes
+        torch.testing.assert_close(a.sampling_logprobs, r.sampling_logprobs, atol=1e-4, rtol=0)
+    assert sum(len(t.tool_calls) for t in out["async"]) >= 3
+    assert batches["async"] != batches["rounds"]  # the schedules did batch differently

@@ -6,6 +6,7 @@ import re
 import threading
 
 _NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?$")
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
 def last_boxed(text: str) -> str | None:
@@ -36,7 +37,9 @@ def final_answer(text: str, *, require_think_close: bool = True) -> str | None:
 
 
 def _normalize_number(s: str) -> str | None:
-    s = s.strip().strip("$").replace(",", "").replace("\\!", "").strip()
+    s = s.strip().strip("$").replace("\\!", "").strip()
+    if _THOUSANDS.match(s):  # "58,500" is a number; "1,2" is a list and stays unequal to "12"
+        s = s.replace(",", "")
     if not _NUMBER.match(s):
         return None
     if "." in s:

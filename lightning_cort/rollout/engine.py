@@ -53,7 +53,8 @@ class RolloutConfig:
         schedule: ``async``: trajectories keep generating while others' code runs (see the module docstring);
             ``rounds``: CoRT's round-synchronous loop, which waits for the whole batch's executions every round.
         batch_wait: With ``async``, seconds to wait for more executions to finish before generating for the
-            trajectories already ready, so they share one backend call (``0``: generate at once).
+            trajectories already ready, so that they share one backend call (``0``: generate at once, which kept
+            both the backend and the sandbox busiest in ``benchmarks/rollout.py``).
         sampling: Temperature, top-p, ... (``max_new_tokens`` is set per round from the limits above).
     """
 
@@ -215,7 +216,7 @@ class RolloutEngine:
                     continue
                 if not ready:
                     wait(running, return_when=FIRST_COMPLETED)  # nothing to generate: wait for the first output only
-                done, _ = wait(running, timeout=self.config.batch_wait, return_when=ALL_COMPLETED)
+                done, _ = wait(running, timeout=self.config.batch_wait, return_when=ALL_COMPLETED)  # all that are back
                 for fut in done:
                     s, code = running.pop(fut)
                     self._append_output(s, code, fut.result())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -108,15 +109,19 @@ class Sandbox(Protocol):
 
 @dataclass
 class SandboxStats:
-    """Running counts of executions by status, with their durations (for logging)."""
+    """Running counts of executions by status, with their durations (for logging). Thread-safe: the rollout engine
+    records executions from several threads."""
 
     counts: dict[str, int] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, result: ExecutionResult) -> None:
-        self.counts[result.status] = self.counts.get(result.status, 0) + 1
-        self.durations.append(result.duration_s)
+        with self._lock:
+            self.counts[result.status] = self.counts.get(result.status, 0) + 1
+            self.durations.append(result.duration_s)
 
     def reset(self) -> None:
-        self.counts.clear()
-        self.durations.clear()
+        with self._lock:
+            self.counts.clear()
+            self.durations.clear()

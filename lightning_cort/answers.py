@@ -1,0 +1,682 @@
+r"""Answer checking for evaluation and rewards: gold normalisation, a fast path, and math-verify in a process pool.
+
+Two ways to score a generation against a gold answer (:func:`check_answer`, ``mode=``):
+    * ``"cort"`` — what CoRT's evaluation (``compute_metrics_dp.py``) reports as Pass@1: math-verify parses the
+      **whole generation** (``ExprExtractionConfig`` then ``LatexExtractionConfig``), so no ``</think>`` is needed and
+      without any ``\boxed{}`` the last expression counts. Different boxes close together (``\boxed{3}, \boxed{4}``)
+      parse as a *set* (``{3, 4}``), which equals no single-number gold.
+    * ``"strict"`` — the last ``\boxed{}`` after ``</think>`` (:func:`~lightning_cort.rewards.math.final_answer`,
+      CoRT's RL reward and deepscaler metric), normalised like a gold and compared with math-verify.
+
+Golds are first put in the form math-verify needs by :func:`normalize_gold` (``025`` → ``25``, ``$(2,4)$`` →
+``(2,4)``, ``90^\circ`` → ``90``, ...). Plain numbers and single words are then decided by an exact comparison (the
+*fast path*, microseconds instead of milliseconds), everything else by math-verify. The fast path only answers when
+math-verify would give the same answer: in ``cort`` mode only for a generation with exactly one box and no "final
+answer" phrase (which math-verify would rank above the box), and it never says "different" for decimals (math-verify
+rounds them).
+
+math-verify's own timeouts use ``signal.alarm``: they only work in the main thread, and a timed-out comparison can still
+leave C code (a catastrophic regex, a huge sympy expansion) running. :class:`AnswerChecker` therefore runs math-verify
+without them, in a pool of worker processes, and enforces a wall-clock limit per item from outside: an item that
+overruns has its worker killed and counts as incorrect, the pool is restarted and the other items are still checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+__all__ = ["AnswerChecker", "CheckerStats", "Mode", "check_answer", "normalize_gold"]
+
+#: ``"cort"``: math-verify over the whole generation (CoRT's evaluation); ``"strict"``: the last ``\boxed{}`` after
+#: ``</think>`` (CoRT's RL reward).
+Mode = Literal["cort", "strict"]
+_MODES = ("cort", "strict")
+
+# --------------------------------------------------------------------------------------------------------------------
+# Gold normalisation
+# --------------------------------------------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+_INTEGER = re.compile(r"-?\d+")
+_WORD = re.compile(r"[A-Za-z]+")
+_SEPARATOR = re.compile(r"[\s,;]*(?:(?:and|or)[\s,;]*)?")
+_LEFT_RIGHT = re.compile(r"\\(?:left|right)\s*(?=[()\[\]|]|\\[{}|]|\\[lr]angle\b)")
+_THOUSANDS = re.compile(r"(?<=\d)(,?)(?:\\[,!]|\{,\})\s*(?=\d{3}(?!\d))")  # 32,\!348  1\,000  1{,}000
+_SPACING = re.compile(r"(?<!\\)\\[,;: ]|\\q?quad(?![A-Za-z])|~")
+_DEGREES = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|°|\\degree(?![A-Za-z]))")
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\{([^{}]*)\}")
+_TRAILING_UNIT = re.compile(r"\s*\\(?:text|textrm|mathrm|mbox)\{\s+[A-Za-z][A-Za-z .]*\}(?:\^\{?[23]\}?)?$")
+
+
+def _canonical_number(s: str) -> str | None:
+    """``s`` as a canonical decimal string (``025`` → ``25``, ``27.0`` → ``27``, ``58,500`` → ``58500``), or ``None``
+    when ``s`` is not a plain number."""
+    if not s or not _NUMBER.fullmatch(s) or not any(c.isdigit() for c in s):
+        return None
+    s = s.replace(",", "")
+    sign = "-" if s.startswith("-") else ""
+    whole, _, frac = s.lstrip("+-").partition(".")
+    whole, frac = whole.lstrip("0") or "0", frac.rstrip("0")
+    out = f"{whole}.{frac}" if frac else whole
+    return "0" if out == "0" else sign + out
+
+
+def _unwrap_dollars(s: str) -> str:
+    """Math out of ``$...$``: one segment is unwrapped, segments separated only by commas/"and" are joined with
+    ``", "``, an odd number of ``$`` (a typo such as ``$221,$8$``) is dropped; prose between segments is kept as is."""
+    pieces = s.split("$")
+    if len(pieces) % 2 == 0:  # odd number of `$`: malformed, keep the content
+        return ", ".join(p.strip(" ,;") for p in pieces if p.strip(" ,;"))
+    if all(_SEPARATOR.fullmatch(p) for p in pieces[0::2]):
+        return ", ".join(p.strip() for p in pieces[1::2] if p.strip())
+    return s
+
+
+def normalize_gold(gold: str) -> str:
+    r"""Puts a benchmark's gold answer in the form math-verify (and the fast path) needs.
+
+    Rules, in order:
+        1. Surrounding whitespace and a sentence full stop after math (``$...$.``) are dropped.
+        2. Currency: ``\$`` is removed (``\$18.90`` → ``18.9``).
+        3. ``$...$``: a gold wrapped in ``$`` is unwrapped; several segments separated only by commas or "and"
+           (``$69$,$84$``) are joined as ``69, 84``; an odd number of ``$`` (``$221,$8$``) is treated as a typo and
+           the ``$`` dropped; a gold with prose between math segments (``$f(x)=ax+b$, where $b$ is ...``) is
+           returned unchanged, so math-verify extracts from it as CoRT does.
+        4. Typesetting that does not change the value: ``\dfrac``/``\tfrac`` → ``\frac``; ``\left``/``\right``
+           before a delimiter; thin spaces, also as thousands separators (``32,\!348``, ``1\,000``).
+        5. Degrees: ``90^\circ``, ``90^{\circ}``, ``90°`` → ``90`` (not inside a trigonometric expression, where they
+           change the value).
+        6. A unit in trailing text after a value (``5.4 \text{ cents}``, ``15\mbox{ cm}^2``) is dropped.
+        7. A whole answer in ``\textbf{}``/``\mathrm{}``/``\mbox{}``/``\textrm{}`` becomes ``\text{...}``
+           (``\text{Evelyn}``); a number in text (``\text{5}``) becomes the number.
+        8. A plain number becomes canonical: no leading zeros, no trailing decimal zeros, no thousands separators
+           (``025`` → ``25``, ``27.0`` → ``27``, ``-1.0`` → ``-1``, ``.35625`` → ``0.35625``, ``58,500`` → ``58500``).
+
+    Tuples and intervals keep their brackets and order (``[0,1)`` ≠ ``(0,1)``; math-verify reads ``(1,2)`` as an open
+    interval on both sides, so it still equals a predicted ``(1, 2)``); lists stay lists (``1,-2``).
+
+    Args:
+        gold: The gold answer as stored in the benchmark (e.g. the ``gt_answer`` field of CoRT's test files).
+
+    Returns:
+        The normalised gold, without surrounding ``$``: wrap it as ``$...$`` before ``math_verify.parse`` (only a
+        prose gold, rule 3, still contains ``$``).
+    """
+    s = gold.strip()
+    if s.endswith(".") and len(s) > 1 and not s[-2].isdigit():
+        s = s[:-1].rstrip()
+    s = s.replace("\\$", "").replace("$$", "$")
+    if "$" in s:
+        s = _unwrap_dollars(s)
+        if "$" in s:
+            return s
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = _LEFT_RIGHT.sub("", s)
+    s = _THOUSANDS.sub(r"\1", s)
+    s = re.sub(r"(?<!\\)\\!", "", s)
+    s = _SPACING.sub(" ", s)
+    if not _TRIG.search(s):
+        s = _DEGREES.sub("", s)
+    s = " ".join(s.split())
+    stripped = _TRAILING_UNIT.sub("", s)
+    if stripped.strip():
+        s = stripped.strip()
+    wrapped = _TEXT_WRAPPER.fullmatch(s)
+    if wrapped:
+        inner = " ".join(wrapped.group(1).split())
+        number = _canonical_number(inner)
+        return number if number is not None else f"\\text{{{inner}}}"
+    number = _canonical_number(s)
+    return number if number is not None else s
+
+
+def _for_parse(normalized: str) -> str:
+    """The ``$...$``-wrapped form math-verify needs (``\\boxed{(1,2)}`` vs a bare ``(1, 2)`` is False otherwise)."""
+    return normalized if "$" in normalized else f"${normalized}$"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fast path
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _plain_key(answer: str, *, bare_words: bool) -> tuple[str, str] | None:
+    r"""``("num", canonical)`` for a plain number, ``("word", lowercase)`` for one word in ``\text{}`` (or bare, with
+    ``bare_words``: a model's bare ``Evelyn``; a bare gold is math, e.g. the product ``xy``)."""
+    answer = answer.strip()
+    number = _canonical_number(answer)
+    if number is not None:
+        return ("num", number)
+    text = _TEXT_WRAPPER.fullmatch(answer)
+    word = text.group(1).strip() if text else answer
+    if _WORD.fullmatch(word) and (text or (bare_words and len(word) > 1)):
+        return ("word", word.lower())
+    return None
+
+
+def _compare_keys(pred: tuple[str, str] | None, gold: tuple[str, str] | None) -> bool | None:
+    """True/False when plain keys decide it the way math-verify would, ``None`` when math-verify must."""
+    if pred is None or gold is None or pred[0] != gold[0]:
+        return None
+    if pred[1] == gold[1]:
+        return True
+    # Different integers are different for math-verify too; decimals it compares after rounding, and words it may
+    # match in other ways (a bare `Evelyn` is the product of its letters): leave those to it.
+    if pred[0] == "num" and _INTEGER.fullmatch(pred[1]) and _INTEGER.fullmatch(gold[1]):
+        return False
+    return None
+
+
+_PERCENT_AFTER = re.compile(r"[\s$]*(?:\\\)|\\\])?\s*(?:\\?%|[Pp]ercent|[Pp]ct)")
+
+
+def _cort_box(text: str) -> str | None:
+    r"""The box content math-verify's CoRT extraction is known to use: the only ``\boxed{}``, with no "final answer"
+    phrase (ranked above boxes), no ``\fbox`` and no percent sign right after it; ``None`` otherwise."""
+    if text.count("\\boxed") != 1 or "\\fbox" in text or "final answer" in text.lower():
+        return None
+    start = text.find("\\boxed{")
+    if start < 0:
+        return None
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                if _PERCENT_AFTER.match(text, j + 1):
+                    return None
+                return text[i:j]
+    return None
+
+
+def _strict_answer(prediction_text: str) -> str | None:
+    # Imported here: `lightning_cort.rewards` imports torch through its package, which pool workers do not need.
+    from lightning_cort.rewards.math import final_answer
+
+    answer = final_answer(prediction_text)
+    return None if answer is None else normalize_gold(answer)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# math-verify (no signal-based timeouts: safe in any thread; time limits come from AnswerChecker)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(gold_for_parse: str) -> Any:
+    from math_verify import parse
+
+    return parse(gold_for_parse, parsing_timeout=None)  # type: ignore[arg-type]
+
+
+def _math_verify(mode: str, text: str, gold_for_parse: str) -> bool:
+    """math-verify on a prepared item: ``text`` is the whole generation (``cort``) or the normalised boxed answer
+    (``strict``)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    gold = _parse_gold(gold_for_parse)
+    if mode == "cort":
+        # CoRT's order: expressions first, then LaTeX (it matters when both match at the same priority).
+        config = (ExprExtractionConfig(), LatexExtractionConfig())
+        pred = parse(text, extraction_config=config, parsing_timeout=None)  # type: ignore[arg-type]
+    else:
+        pred = parse(_for_parse(text), parsing_timeout=None)  # type: ignore[arg-type]
+    return bool(verify(gold, pred, timeout_seconds=None))
+
+
+def _prepare(prediction_text: str, gold: str, mode: str, fast_path: bool) -> bool | tuple[str, str, str]:
+    """The verdict when it needs no math-verify, else the ``(mode, text, gold_for_parse)`` math-verify must check."""
+    normalized = normalize_gold(gold)
+    if mode == "strict":
+        answer = _strict_answer(prediction_text)
+        if answer is None:
+            return False
+        if fast_path:
+            verdict = _compare_keys(_plain_key(answer, bare_words=True), _plain_key(normalized, bare_words=False))
+            if verdict is not None:
+                return verdict
+        return (mode, answer, _for_parse(normalized))
+    if fast_path:
+        box = _cort_box(prediction_text)
+        if box is not None:
+            verdict = _compare_keys(_plain_key(box, bare_words=True), _plain_key(normalized, bare_words=False))
+            if verdict is not None:
+                return verdict
+    return (mode, prediction_text, _for_parse(normalized))
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+
+
+def check_answer(prediction_text: str, gold: str, *, mode: Mode = "cort", fast_path: bool = True) -> bool:
+    r"""Whether a generation answers ``gold``, in this process and without a time limit.
+
+    Safe to call from any thread (math-verify runs without its ``signal.alarm`` timeouts). For many items, or for
+    generations that could make math-verify run for long, use :class:`AnswerChecker`, which adds a time limit.
+
+    Args:
+        prediction_text: The model's whole generation (thinking, code, interpreter outputs, answer).
+        gold: The gold answer as stored in the benchmark; normalised by :func:`normalize_gold`.
+        mode: ``"cort"``: math-verify over the whole generation, as CoRT's evaluation scores it; ``"strict"``: the
+            last ``\boxed{}`` after ``</think>``, as CoRT's RL reward reads it (no such box: incorrect).
+        fast_path: Decide plain numbers and single words by exact comparison before calling math-verify (same
+            verdicts, much faster).
+
+    Returns:
+        ``True`` when the answer is correct.
+    """
+    _check_mode(mode)
+    prepared = _prepare(prediction_text, gold, mode, fast_path)
+    if isinstance(prepared, bool):
+        return prepared
+    try:
+        return _math_verify(*prepared)
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pool workers
+# --------------------------------------------------------------------------------------------------------------------
+
+_NO_ITEM = -1
+_slot = -1
+_running: Any = None  # shared per-slot token of the item being checked (_NO_ITEM: idle)
+_started: Any = None  # shared per-slot time.monotonic() at which that item started
+_verifier: Callable[[str, str], bool] | None = None
+
+
+def _init_worker(
+    counter: Any, running: Any, started: Any, pids: Any, memory_mb: int, verifier: Callable[[str, str], bool] | None
+) -> None:
+    global _slot, _running, _started, _verifier
+    _verifier = verifier
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled": the pool enforces it
+    if memory_mb > 0:
+        import resource
+
+        limit = memory_mb << 20
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _math_verify("cort", r"\boxed{\frac{1}{2}}", "$0.5$")  # import and warm math-verify and sympy once
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    if slot < len(running):
+        _slot, _running, _started = slot, running, started
+        pids[slot] = os.getpid()
+
+
+def _run_chunk(chunk: list[tuple[int, str, str, str]]) -> list[bool]:
+    out = []
+    for token, mode, text, gold in chunk:
+        if _slot >= 0:
+            _started[_slot] = time.monotonic()  # before the token: whoever sees the token sees its start
+            _running[_slot] = token
+        try:
+            out.append(bool(_verifier(text, gold)) if _verifier is not None else _math_verify(mode, text, gold))
+        except Exception:  # includes MemoryError under the address-space limit
+            out.append(False)
+    if _slot >= 0:
+        _running[_slot] = _NO_ITEM
+    return out
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass
+class CheckerStats:
+    """Counters of an :class:`AnswerChecker` since it was created."""
+
+    checked: int = 0
+    """Items checked."""
+    fast_path: int = 0
+    """Items decided without math-verify."""
+    timeouts: int = 0
+    """Items whose worker was killed at the time limit (counted incorrect)."""
+    crashes: int = 0
+    """Items that crashed their worker twice, the second time alone (counted incorrect)."""
+    restarts: int = 0
+    """Times the pool was replaced after a worker was killed or died."""
+
+
+class _Pool:
+    """One ProcessPoolExecutor plus the shared slots its workers report their current item in."""
+
+    def __init__(self, workers: int, context: Any, memory_mb: int, verifier: Callable[[str, str], bool] | None) -> None:
+        slots = workers + 4
+        self.running = context.RawArray("q", [_NO_ITEM] * slots)
+        self.started = context.RawArray("d", slots)
+        self.pids = context.RawArray("q", slots)
+        counter = context.Value("i", 0)
+        self.executor = ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(counter, self.running, self.started, self.pids, memory_mb, verifier),
+        )
+
+    def running_items(self) -> list[tuple[int, float, int]]:
+        """``(token, started, pid)`` of the items being checked now."""
+        out = []
+        for slot in range(len(self.running)):
+            token = self.running[slot]
+            started = self.started[slot]
+            if token != _NO_ITEM and self.running[slot] == token:
+                out.append((token, started, self.pids[slot]))
+        return out
+
+    def kill(self, token: int) -> bool:
+        """SIGKILL the worker checking ``token``; whether one was."""
+        for slot in range(len(self.running)):
+            if self.running[slot] == token and self.pids[slot] > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pids[slot], signal.SIGKILL)
+                    return True
+        return False
+
+    def shutdown(self, *, kill_running: bool) -> None:
+        """Stops the workers; ``kill_running`` first kills those still on an item (which shutdown would wait for).
+        Not after a break: those workers are gone, and their pids may already belong to other processes."""
+        if kill_running:
+            for token, _, _ in self.running_items():
+                self.kill(token)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class _Batch:
+    """Book-keeping of one :meth:`AnswerChecker.check_many` call. Jobs are ``(token, mode, text, gold_for_parse)``."""
+
+    def __init__(self) -> None:
+        self.index: dict[int, int] = {}  # token -> item index
+        self.todo: deque[tuple[int, str, str, str]] = deque()
+        self.suspects: deque[tuple[int, str, str, str]] = deque()  # were running when a worker died by itself
+        self.suspected: set[int] = set()
+        self.in_flight: dict[Future[list[bool]], list[tuple[int, str, str, str]]] = {}
+        self.killed: set[int] = set()  # tokens whose worker was killed at the time limit
+        self.verdicts: dict[int, bool] = {}
+
+    def record(self, chunk: list[tuple[int, str, str, str]], values: list[bool]) -> None:
+        for (token, *_), value in zip(chunk, values):
+            self.verdicts[self.index[token]] = value
+
+    def requeue(self, chunk: list[tuple[int, str, str, str]]) -> None:
+        for job in reversed(chunk):
+            (self.suspects if job[0] in self.suspected else self.todo).appendleft(job)
+
+
+class AnswerChecker:
+    r"""Checks many ``(generation, gold)`` pairs in a pool of worker processes, each item under a wall-clock limit.
+
+    The fast path (:func:`check_answer`) runs in the calling process; the rest goes to the workers (started with
+    ``spawn`` or ``forkserver``, never ``fork``: the caller may be a trainer with threads; each worker imports
+    math-verify once). Each worker reports which item it is on and since when in shared memory, so the limit counts
+    from the moment an item starts, not while it waits in the queue. A worker still on an item at ``timeout`` is
+    killed with SIGKILL (which also stops C code that ignores signals), the item counts as incorrect, the broken pool
+    is replaced and the other unfinished items are checked again. A worker that dies by itself (segfault, out of
+    memory) makes the items it was on suspects: they are retried one at a time, and one that crashes alone counts as
+    incorrect. Results come back in input order.
+
+    Usable from several threads: each call checks its batch with the whole pool, and calls are served one at a time.
+    As with any spawned worker, a script that creates one needs an ``if __name__ == "__main__":`` guard.
+
+    Example::
+
+        with AnswerChecker(mode="cort", timeout=5) as checker:
+            correct = checker.check_many(zip(generations, golds))
+
+    Args:
+        mode: ``"cort"`` (math-verify over the whole generation, CoRT's evaluation) or ``"strict"`` (the last
+            ``\boxed{}`` after ``</think>``, CoRT's reward); see :func:`check_answer`.
+        timeout: Wall-clock limit per item, in seconds, counted in the worker from the item's start (math-verify's
+            own default limits are 5 s per parse and per comparison; CoRT's scoring allows 30 s per example).
+        workers: Worker processes (default: the CPU cores this process may use).
+        start_method: ``"forkserver"`` (default where available) or ``"spawn"``.
+        fast_path: Decide plain numbers and single words in the calling process without math-verify.
+        memory_mb: Address-space limit of each worker, so a runaway sympy computation fails with ``MemoryError``
+            (counted incorrect) instead of exhausting the machine; ``0``: none.
+        chunk_size: Most items sent to a worker at once (fewer round trips; the limit still applies per item).
+        verifier: Replaces math-verify in the workers for the items the fast path leaves: called with the text to
+            check (the whole generation in ``cort`` mode, the normalised boxed answer in ``strict`` mode) and the
+            normalised gold wrapped in ``$...$``. Must be a module-level function (it is pickled by name).
+        preload: With ``forkserver``, have the fork server import math-verify once, so starting (and restarting
+            after a kill) a worker is a fork (~0.4 s on 2 busy cores) instead of a sympy import (~1.5 s). This sets
+            :mod:`multiprocessing`'s process-wide forkserver preload list and takes effect only if the fork server
+            has not started yet.
+    """
+
+    def __init__(
+        self,
+        mode: Mode = "cort",
+        *,
+        timeout: float = 5.0,
+        workers: int | None = None,
+        start_method: Literal["forkserver", "spawn"] | None = None,
+        fast_path: bool = True,
+        memory_mb: int = 4096,
+        chunk_size: int = 8,
+        verifier: Callable[[str, str], bool] | None = None,
+        preload: bool = True,
+    ) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        errors = []
+        if mode not in _MODES:
+            errors.append(f"mode must be one of {_MODES}, got {mode!r}")
+        if not timeout > 0:
+            errors.append(f"timeout must be > 0, got {timeout!r}")
+        if workers is not None and workers < 1:
+            errors.append(f"workers must be >= 1, got {workers!r}")
+        if start_method not in ("forkserver", "spawn") or start_method not in methods:
+            errors.append(f"start_method must be 'forkserver' or 'spawn' (and available here), got {start_method!r}")
+        if memory_mb < 0:
+            errors.append(f"memory_mb must be >= 0, got {memory_mb!r}")
+        if chunk_size < 1:
+            errors.append(f"chunk_size must be >= 1, got {chunk_size!r}")
+        if errors:
+            raise ValueError("invalid AnswerChecker arguments:\n  " + "\n  ".join(errors))
+        self.mode: Mode = mode
+        self.timeout = float(timeout)
+        self.workers = workers or _default_workers()
+        self.start_method = start_method
+        self.fast_path = fast_path
+        self.memory_mb = memory_mb
+        self.chunk_size = chunk_size
+        self.verifier = verifier
+        self.stats = CheckerStats()
+        self._context = multiprocessing.get_context(start_method)
+        if preload and start_method == "forkserver":
+            self._context.set_forkserver_preload(["math_verify", __name__])
+        self._lock = threading.Lock()
+        self._pool: _Pool | None = None
+        self._closed = False
+        self._next_token = 0
+
+    def __enter__(self) -> AnswerChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check(self, prediction_text: str, gold: str) -> bool:
+        """Checks one generation; see :meth:`check_many`.
+
+        Args:
+            prediction_text: The model's whole generation.
+            gold: The gold answer as stored in the benchmark.
+
+        Returns:
+            ``True`` when the answer is correct.
+        """
+        return self.check_many([(prediction_text, gold)])[0]
+
+    def check_many(self, pairs: Iterable[tuple[str, str]]) -> list[bool]:
+        """Checks ``(generation, gold)`` pairs; an item that overruns ``timeout`` or crashes its worker is incorrect.
+
+        Args:
+            pairs: ``(prediction_text, gold)`` per item: the whole generation and the gold as stored.
+
+        Returns:
+            One verdict per pair, in input order.
+        """
+        items = list(pairs)
+        results: list[bool | None] = [None] * len(items)
+        jobs: list[tuple[int, str, str, str]] = []
+        for i, (prediction_text, gold) in enumerate(items):
+            prepared = _prepare(prediction_text, gold, self.mode, self.fast_path)
+            if isinstance(prepared, bool):
+                results[i] = prepared
+            else:
+                jobs.append((i, *prepared))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("AnswerChecker is closed")
+            self.stats.checked += len(items)
+            self.stats.fast_path += len(items) - len(jobs)
+            if jobs:
+                try:
+                    verdicts = self._run(jobs)
+                except BaseException:
+                    # Interrupted (e.g. KeyboardInterrupt): drop the pool with its unfinished work.
+                    if self._pool is not None:
+                        self._pool.shutdown(kill_running=True)
+                        self._pool = None
+                    raise
+                for i, verdict in verdicts.items():
+                    results[i] = verdict
+        return [bool(r) for r in results]
+
+    def close(self) -> None:
+        """Stops the workers (killing any still on an item). Idempotent."""
+        with self._lock:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(kill_running=True)
+                self._pool = None
+
+    # ---------------------------------------------------------------------------------------------------- helpers
+
+    def _ensure_pool(self) -> _Pool:
+        if self._pool is None:
+            self._pool = _Pool(self.workers, self._context, self.memory_mb, self.verifier)
+        return self._pool
+
+    def _run(self, jobs: list[tuple[int, str, str, str]]) -> dict[int, bool]:
+        """Verdicts by item index for the jobs ``(index, mode, text, gold_for_parse)`` that need math-verify."""
+        batch = _Batch()
+        for index, *job in jobs:
+            batch.index[self._next_token] = index
+            batch.todo.append((self._next_token, *job))
+            self._next_token += 1
+        idle_breaks = 0
+        while batch.todo or batch.suspects or batch.in_flight:
+            pool = self._ensure_pool()
+            if self._submit(pool, batch) and self._collect(pool, batch):
+                continue
+            # The pool is broken (a worker was killed or died): settle its items and start a new one.
+            if self._recover(pool, batch):
+                idle_breaks = 0
+            else:
+                idle_breaks += 1
+                if idle_breaks > 3:
+                    raise RuntimeError("AnswerChecker workers keep dying before checking anything")
+            self._pool = None
+            pool.shutdown(kill_running=False)
+            self.stats.restarts += 1
+        return batch.verdicts
+
+    def _submit(self, pool: _Pool, batch: _Batch) -> bool:
+        """Keeps every worker fed (two chunks each); suspects run alone. ``False`` when the pool is broken."""
+        while batch.suspects or batch.todo:
+            if batch.suspects:
+                if batch.in_flight:
+                    return True
+                chunk = [batch.suspects.popleft()]
+            elif len(batch.in_flight) < 2 * self.workers:
+                size = max(1, min(self.chunk_size, len(batch.todo) // (2 * self.workers)))
+                chunk = [batch.todo.popleft() for _ in range(min(size, len(batch.todo)))]
+            else:
+                return True
+            try:
+                batch.in_flight[pool.executor.submit(_run_chunk, chunk)] = chunk
+            except BrokenProcessPool:
+                batch.requeue(chunk)
+                return False
+        return True
+
+    def _collect(self, pool: _Pool, batch: _Batch) -> bool:
+        """Takes finished results and kills workers past the limit. ``False`` when the pool is broken."""
+        done, _ = wait(batch.in_flight, timeout=self._poll_interval(pool), return_when=FIRST_COMPLETED)
+        for future in done:
+            error = future.exception()
+            if isinstance(error, BrokenProcessPool):
+                return False  # every unfinished chunk is settled by _recover
+            chunk = batch.in_flight.pop(future)
+            batch.record(chunk, [False] * len(chunk) if error is not None else future.result())
+        now = time.monotonic()
+        for token, started, _ in pool.running_items():
+            overdue = token in batch.index and token not in batch.killed and now - started > self.timeout
+            if overdue and pool.kill(token):
+                batch.killed.add(token)
+        return not batch.killed
+
+    def _recover(self, pool: _Pool, batch: _Batch) -> bool:
+        """Settles the chunks of a broken pool: killed items are incorrect, items that were running when a worker
+        died by itself become suspects, the rest are requeued. Whether any item was running (if none ever is, the
+        workers die on their own, e.g. while starting)."""
+        wait(batch.in_flight, timeout=30.0)  # once the pool breaks, every unfinished future fails at once
+        running = {token for token, _, _ in pool.running_items()}
+        explained = bool(running & batch.killed)
+        for future, chunk in batch.in_flight.items():
+            if future.done() and future.exception() is None:
+                batch.record(chunk, future.result())
+                continue
+            for job in reversed(chunk):
+                token = job[0]
+                if token in batch.killed:
+                    batch.verdicts[batch.index[token]] = False
+                    self.stats.timeouts += 1
+                elif not explained and token in running:
+                    if token in batch.suspected:  # it crashed its worker again, alone
+                        batch.verdicts[batch.index[token]] = False
+                        self.stats.crashes += 1
+                    else:
+                        batch.suspected.add(token)
+                        batch.suspects.appendleft(job)
+                else:
+                    batch.requeue([job])
+        batch.in_flight.clear()
+        batch.killed.clear()
+        return bool(running)
+
+    def _poll_interval(self, pool: _Pool) -> float:
+        """Until the earliest deadline of a running item (at most 50 ms: new items may start meanwhile)."""
+        now = time.monotonic()
+        deadlines = [started + self.timeout - now for _, started, _ in pool.running_items()]
+        return max(0.002, min([0.05, *deadlines]))
