@@ -78,9 +78,6 @@ class _Proc:
         self.open_fds = {self.out_fd, self.err_fd, self.res_fd}
 
 
-_FORK_BURST = 8  # most children forked back to back when requests are queued (see Server._fork_burst)
-
-
 class Server:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -230,7 +227,7 @@ class Server:
         instead of once per execution.
         """
         waiting = sum(1 for r in self.queue if not r.get("session"))
-        for _ in range(min(_FORK_BURST, 1 + waiting)):
+        for _ in range(min(self.cfg.get("fork_burst", 8), 1 + waiting)):
             try:
                 self.idle.append(self._fork())
             except OSError:
@@ -576,7 +573,8 @@ def main():
 
     gc.collect()
     gc.freeze()  # children's garbage collections skip the preloaded objects: fewer copy-on-write page copies
-    _use_huge_pages()
+    if cfg.get("huge_pages", True):
+        _use_huge_pages()
     os.environ.clear()
     os.environ.update(_CHILD_ENV)
     server = Server(cfg)
