@@ -102,3 +102,49 @@ def test_malformed_rows_are_a_clear_error(tmp_path):
         load_rows(str(path))
     rows = load_rows(str(path), {"problem": "problem", "answer": "gt_answer"}, limit=1, prompt_suffix="Box it.")
     assert rows == [{"id": "bench-0", "prompt": "1+1?\nBox it.", "answer": "2", "problem": "1+1?"}]
+
+
+def test_loads_a_lora_adapter_and_a_lightning_checkpoint(tmp_path, tokenizer):
+    """``--model.adapter`` and ``--model.checkpoint`` evaluate exactly the trained weights."""
+    import lightning as L
+    import torch
+
+    from lightning_cort.data import trajectory_from_text
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.models.policy import LoraSettings, PolicySettings, export_policy, load_policy
+    from lightning_cort.modules import SFTModule
+    from lightning_cort.trajectory import collate_trajectories
+
+    base, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    export_policy(base, tokenizer, tmp_path / "base", mode="full")
+    ids = torch.tensor([tokenizer.encode("What is 12 * 34?")])
+
+    # A LoRA adapter on top of the saved base.
+    lora, _ = load_policy(PolicySettings(name_or_path=str(tmp_path / "base"), lora=LoraSettings(r=4, alpha=8)))
+    with torch.no_grad():
+        for p in lora.parameters():
+            if p.requires_grad:
+                p.add_(0.05)
+    export_policy(lora, None, tmp_path / "adapter", mode="adapter")
+    cfg = eval_recipe.EvalConfig(
+        model=eval_recipe.EvalModelConfig(path=str(tmp_path / "base"), adapter=str(tmp_path / "adapter"))
+    )
+    loaded, _ = eval_recipe._load_model(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, lora.eval()(input_ids=ids).logits)
+
+    # A Lightning checkpoint of an SFT run on the same base.
+    policy, _ = load_policy(PolicySettings(name_or_path=str(tmp_path / "base")))
+    example = trajectory_from_text(tokenizer, "What is 2 * 3?", "```python\nprint(2 * 3)\n```\n</think>", CoRTFormat())
+    loader = torch.utils.data.DataLoader([example] * 4, batch_size=2, collate_fn=lambda b: collate_trajectories(b, 0))
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(SFTModule(policy, tokenizer, lr=1e-2), loader)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    cfg = eval_recipe.EvalConfig(
+        model=eval_recipe.EvalModelConfig(path=str(tmp_path / "base"), checkpoint=str(tmp_path / "run.ckpt"))
+    )
+    loaded, _ = eval_recipe._load_model(cfg)
+    for name, value in policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
