@@ -108,7 +108,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
 
     # fmt: off
     args = [
-        "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_memory", "0.1",
+        "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_memory", "0.3",
         "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
         "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
         "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--task.eval_size", "8",
