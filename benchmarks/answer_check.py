@@ -35,12 +35,13 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
+from _docs import write_section  # benchmarks/ is on sys.path when run as a script
+
 from lightning_cort.answers import AnswerChecker, normalize_gold
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cort"
 BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "olympiad_bench")
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Answer checking"
 
 SYNTHETIC_GOLDS = [
@@ -128,18 +129,6 @@ def math_verify_serial(items: list[tuple[str, str, bool]]) -> list[bool]:
         except Exception:
             out.append(False)
     return out
-
-
-def write_section(section: str) -> None:
-    """Replaces (or appends) the "## Answer checking" section of docs/benchmarks.md, leaving the others alone."""
-    text = DOC.read_text()
-    start = text.find(f"\n{HEADING}")
-    if start < 0:
-        DOC.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n## ", start + 1)
-    rest = text[end:] if end >= 0 else ""
-    DOC.write_text(text[: start + 1] + section.rstrip("\n") + "\n" + rest)
 
 
 LABELS = {
@@ -270,8 +259,8 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.quick:
-        write_section(section)
-        print(f"(written to {DOC.relative_to(ROOT)})", file=sys.stderr)
+        write_section(HEADING.removeprefix("## "), section)
+        print("(written to docs/benchmarks.md)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import io
 import multiprocessing
 import platform
 import random
-import re
 import statistics
 import sys
 import threading
@@ -54,10 +53,10 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
+from _docs import write_section  # benchmarks/ is on sys.path when run as a script
 
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.formats.base import result_text
@@ -65,8 +64,6 @@ from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, Samp
 from lightning_cort.sandbox import LocalSandbox
 from lightning_cort.sandbox.base import ExecutionError, ExecutionResult
 from lightning_cort.sandbox.local import cort_replay_program
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 # -- simulated tool latency ----------------------------------------------------------------------------------------
@@ -505,16 +502,6 @@ def analysis(s: Setup, runs: dict[str, list[Run]], sweep: list[tuple[int, int, l
     ]
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text()
-    pattern = re.compile(r"^## Rollout\b.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    DOCS.write_text(text)
-
-
 def load_policy(tokenizer: Any) -> Any:
     from lightning_cort.recipes._common import ModelConfig, WarmupConfig, warm_start
     from lightning_cort.tasks import CalculatorTask
@@ -588,8 +575,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> N
     section = report(s, runs, wait_runs, sweep, args, time.perf_counter() - started)
     log(section)
     if not args.quick and not args.no_docs:
-        write_docs(section)
-        log(f"(written to {DOCS})")
+        write_section("Rollout", section)
+        log("(written to docs/benchmarks.md)")
 
 
 if __name__ == "__main__":

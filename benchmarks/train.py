@@ -31,7 +31,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse
 import logging
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -39,12 +38,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from _docs import write_section  # benchmarks/ is on sys.path when run as a script
 
 from lightning_cort.data import ListDataset, trajectory_from_text
 from lightning_cort.formats import CoRTFormat
@@ -53,7 +52,6 @@ from lightning_cort.modules.sft import SFTModule
 from lightning_cort.tasks.calculator import CalculatorTask, build_prompt, code_trace, reference_output
 from lightning_cort.trajectory import Trajectory, collate_trajectories
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 NUM_LAYERS = 4
 INIT_SEED = 0
 LR = 1e-3
@@ -565,16 +563,6 @@ def grpo_report(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text()
-    pattern = re.compile(r"^## Training step\b.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    DOCS.write_text(text)
-
-
 def quiet() -> None:
     """Keep the report readable: Lightning's info lines and known harmless warnings go away."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers", "trl", "datasets"):
@@ -648,8 +636,8 @@ def main() -> None:
     section = "\n".join(out) + "\n"
     print(section)
     if not args.quick and not args.no_docs:
-        write_docs(section)
-        print(f"(written to {DOCS})")
+        write_section("Training step", section)
+        print("(written to docs/benchmarks.md)")
 
 
 if __name__ == "__main__":
