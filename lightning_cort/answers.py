@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+from lightning_cort.rewards.math import boxed_at, final_answer
+
 __all__ = ["AnswerChecker", "CheckerStats", "Mode", "check_answer", "normalize_gold"]
 
 #: ``"cort"``: math-verify over the whole generation (CoRT's evaluation); ``"strict"``: the last ``\boxed{}`` after
@@ -191,26 +193,13 @@ def _cort_box(text: str) -> str | None:
     if text.count("\\boxed") != 1 or "\\fbox" in text or "final answer" in text.lower():
         return None
     start = text.find("\\boxed{")
-    if start < 0:
+    found = boxed_at(text, start) if start >= 0 else None
+    if found is None or _PERCENT_AFTER.match(text, found[1] + 1):
         return None
-    i = start + len("\\boxed{")
-    depth = 1
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                if _PERCENT_AFTER.match(text, j + 1):
-                    return None
-                return text[i:j]
-    return None
+    return found[0]
 
 
 def _strict_answer(prediction_text: str) -> str | None:
-    # Imported here: `lightning_cort.rewards` imports torch through its package, which pool workers do not need.
-    from lightning_cort.rewards.math import final_answer
-
     answer = final_answer(prediction_text)
     return None if answer is None else normalize_gold(answer)
 

@@ -1,29 +1,37 @@
-"""Rewards: answer extraction, math equivalence and the seed systems' reward functions."""
+"""Rewards: answer extraction, math equivalence and the seed systems' reward functions.
 
-from lightning_cort.rewards.functions import (
-    RewardFn,
-    combine,
-    correctness_reward,
-    cort_reward,
-    format_reward,
-    is_correct,
-    retool_reward,
-    successful_code_output,
-    tool_use_reward,
-)
-from lightning_cort.rewards.math import final_answer, is_equivalent, last_boxed
+Names are loaded on first use, so ``lightning_cort.rewards.math`` (pure text, used by answer-checking worker
+processes) can be imported without the torch-based trajectory types the reward functions need.
+"""
 
-__all__ = [
-    "RewardFn",
-    "combine",
-    "correctness_reward",
-    "cort_reward",
-    "final_answer",
-    "format_reward",
-    "is_correct",
-    "is_equivalent",
-    "last_boxed",
-    "retool_reward",
-    "successful_code_output",
-    "tool_use_reward",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "RewardFn": "lightning_cort.rewards.functions",
+    "combine": "lightning_cort.rewards.functions",
+    "correctness_reward": "lightning_cort.rewards.functions",
+    "cort_reward": "lightning_cort.rewards.functions",
+    "format_reward": "lightning_cort.rewards.functions",
+    "is_correct": "lightning_cort.rewards.functions",
+    "retool_reward": "lightning_cort.rewards.functions",
+    "successful_code_output": "lightning_cort.rewards.functions",
+    "tool_use_reward": "lightning_cort.rewards.functions",
+    "final_answer": "lightning_cort.rewards.math",
+    "is_equivalent": "lightning_cort.rewards.math",
+    "last_boxed": "lightning_cort.rewards.math",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_cort.rewards' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -9,11 +9,9 @@ _NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?$")
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
-def last_boxed(text: str) -> str | None:
-    r"""The content of the last ``\boxed{...}`` in ``text`` (braces matched), or ``None``."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
+def boxed_at(text: str, start: int) -> tuple[str, int] | None:
+    r"""The content of the ``\boxed{...}`` that begins at ``start`` (braces matched) and the index of its closing
+    brace, or ``None`` when it is not closed."""
     i = start + len("\\boxed{")
     depth = 1
     for j in range(i, len(text)):
@@ -22,8 +20,15 @@ def last_boxed(text: str) -> str | None:
         elif text[j] == "}":
             depth -= 1
             if depth == 0:
-                return text[i:j]
+                return text[i:j], j
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    r"""The content of the last ``\boxed{...}`` in ``text`` (braces matched), or ``None``."""
+    start = text.rfind("\\boxed{")
+    found = boxed_at(text, start) if start >= 0 else None
+    return found[0] if found else None
 
 
 def final_answer(text: str, *, require_think_close: bool = True) -> str | None:
