@@ -116,3 +116,22 @@ def test_qlora_grpo_generates_then_trains(tokenizer, trained_policy, tmp_path):
     assert module.reference is None  # no copy of the 4-bit model: adapters are disabled for the reference
     assert _unchanged(policy, before) == []
     assert all(torch.equal(p, frozen[n]) for n, p in policy.named_parameters() if not p.requires_grad)
+
+
+def test_sft_loss_with_per_example_weights(tokenizer):
+    """RFT's code-decision weights: an example's tokens count ``weight`` times over the same token count."""
+    model, _ = load_policy(PolicySettings(tiny_layers=1), tokenizer)
+    module = SFTModule(model, tokenizer)
+    module.log = lambda *a, **k: None  # no Trainer here
+    fmt = CoRTFormat()
+    batch = collate_trajectories(
+        [trajectory_from_text(tokenizer, "Q?", text, fmt) for text in ("```python\nprint(1)\n```\n</think>", "A.")],
+        tokenizer.pad_token_id,
+    )
+    logp = module.completion_logprobs(batch).detach()
+    mask = batch.loss_mask.float()
+    expected = -(2.0 * (logp[0] * mask[0]).sum()) / mask.sum()
+    weighted = module.training_step((batch, torch.tensor([2.0, 0.0])), 0)
+    torch.testing.assert_close(weighted.detach(), expected)
+    plain = module.training_step(batch, 0)
+    torch.testing.assert_close(plain.detach(), -(logp * mask).sum() / mask.sum())

@@ -220,18 +220,6 @@ class RFTModule(SFTModule):
             for key, value in self.rounds[-1].items():
                 self.log(f"rft/{key}", value, on_step=False, on_epoch=True, batch_size=1)
 
-    @override
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        data, weights = batch if isinstance(batch, tuple) else (batch, None)
-        logp = self.completion_logprobs(data)  # [B, T]
-        mask = (data.loss_mask if self.mask_tool_output else data.completion_mask).to(self.device, logp.dtype)
-        if weights is not None:
-            mask = mask * weights.to(self.device, logp.dtype)[:, None]
-        denom = (data.loss_mask if self.mask_tool_output else data.completion_mask).sum().clamp(min=1).to(logp.dtype)
-        loss = -(logp * mask).sum() / denom
-        self.log("train/sft_loss", loss, prog_bar=True, batch_size=len(data))
-        return loss
-
 
 def _collate(items: list[tuple[Trajectory, float]], pad_token_id: int) -> tuple[TrajectoryBatch, torch.Tensor]:
     trajectories = [t for t, _ in items]

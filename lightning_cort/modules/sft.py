@@ -51,11 +51,20 @@ class SFTModule(PolicyModule):
         self.min_lr_ratio = min_lr_ratio
 
     @override
-    def training_step(self, batch: TrajectoryBatch, batch_idx: int) -> torch.Tensor:
-        logp = self.completion_logprobs(batch)
-        mask = (batch.loss_mask if self.mask_tool_output else batch.completion_mask).to(self.device, logp.dtype)
-        loss = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
-        self.log("train/sft_loss", loss, prog_bar=True, batch_size=len(batch))
+    def training_step(
+        self, batch: TrajectoryBatch | tuple[TrajectoryBatch, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        """Token-mean cross-entropy over the trained tokens. A batch may come with per-example weights ``[B]``
+        (``(batch, weights)``, as RFT's code-decision weighting gives): each example's tokens count ``weight``
+        times, over the same token count."""
+        data, weights = batch if isinstance(batch, tuple) else (batch, None)
+        logp = self.completion_logprobs(data)  # [B, T]
+        mask = (data.loss_mask if self.mask_tool_output else data.completion_mask).to(self.device, logp.dtype)
+        denom = mask.sum().clamp(min=1.0)
+        if weights is not None:
+            mask = mask * weights.to(self.device, logp.dtype)[:, None]
+        loss = -(logp * mask).sum() / denom
+        self.log("train/sft_loss", loss, prog_bar=True, batch_size=len(data))
         return loss
 
     @override
