@@ -423,3 +423,22 @@ def test_greedy_rollouts_with_a_real_model_are_the_same_under_both_schedules(tra
         torch.testing.assert_close(a.sampling_logprobs, r.sampling_logprobs, atol=1e-4, rtol=0)
     assert sum(len(t.tool_calls) for t in out["async"]) >= 3
     assert batches["async"] != batches["rounds"]  # the schedules did batch differently
+
+
+def test_prefix_is_context_and_a_call_it_opens_is_completed_and_run(tokenizer, sandbox):
+    prefix = "Multiplying by hand: 123 * 4 = 492, then It looks tedious, so\n```python\n"
+    script = [
+        ("print(123 * 456)\n```\n", "stop"),  # the model closes the block the prefix opened
+        ("</think>\n\n\\boxed{56088}", "eos"),
+    ]
+    backend = ScriptedBackend(tokenizer, script)
+    engine = _engine(tokenizer, backend, sandbox, max_calls=3)
+    prompts = engine.encode_prompts(["What is 123 * 456?"])
+    (traj,) = engine.generate(prompts, prefixes=[prefix])
+    _check_provenance(traj, tokenizer, backend.sampled)
+    prefix_ids = tokenizer.encode(prefix, add_special_tokens=False)
+    assert traj.prompt_ids.tolist() == prompts[0] + prefix_ids  # the prefix is context, not completion
+    assert [c.code for c in traj.tool_calls] == ["print(123 * 456)"]
+    assert traj.tool_calls[0].result.stdout == "56088\n"
+    with pytest.raises(ValueError, match="prefixes"):
+        engine.generate(prompts, prefixes=["a", "b"])

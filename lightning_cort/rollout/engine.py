@@ -95,6 +95,7 @@ class _State:
     calls: list[ToolCall] = field(default_factory=list)
     since_tool: str = ""  # model text since the last interpreter output (where a call is searched)
     session: str | None = None
+    prefix: str = ""  # forced text continued from (a call it opens is completed by the model)
     rounds: int = 0
     finish: FinishReason = "active"
     generation_s: float = 0.0
@@ -151,6 +152,7 @@ class RolloutEngine:
         rows: Sequence[Mapping[str, Any]] | None = None,
         n: int = 1,
         sampling: SamplingConfig | None = None,
+        prefixes: Sequence[str] | None = None,
     ) -> list[Trajectory]:
         """Sample ``n`` trajectories per prompt.
 
@@ -159,6 +161,9 @@ class RolloutEngine:
             rows: The dataset rows of the prompts (kept on the trajectories for scoring).
             n: Samples per prompt.
             sampling: Overrides the config's sampling for this call (e.g. greedy evaluation).
+            prefixes: Per prompt, assistant text to continue from (Hint-Engineering continues a reasoning trace cut
+                at a hint). It is encoded once and appended to the prompt ids, so it is context, not completion; a
+                code block it opens (a hint ending in ```` ```python\n ````) is completed by the model and executed.
 
         Returns:
             ``len(prompts) * n`` trajectories, grouped by prompt (``[p0 × n, p1 × n, ...]``).
@@ -171,7 +176,15 @@ class RolloutEngine:
             )
         sampling = sampling or self.config.sampling
         rows = rows if rows is not None else [{} for _ in prompts]
-        states = [_State(list(p), rows[g], g) for g in range(len(prompts)) for p in [prompts[g]] for _ in range(n)]
+        if prefixes is not None and len(prefixes) != len(prompts):
+            raise ValueError(f"got {len(prefixes)} prefixes for {len(prompts)} prompts")
+        pre = list(prefixes) if prefixes is not None else [""] * len(prompts)
+        pre_ids = [self.tokenizer.encode(t, add_special_tokens=False) if t else [] for t in pre]
+        states = [
+            _State([*prompts[g], *pre_ids[g]], rows[g], g, prefix=pre[g], since_tool=pre[g])
+            for g in range(len(prompts))
+            for _ in range(n)
+        ]
         try:
             if self.config.schedule == "rounds":
                 self._run_rounds(states, sampling)
@@ -325,7 +338,7 @@ class RolloutEngine:
         s.logprobs.extend(out.logprobs if out.logprobs is not None else [0.0] * len(out.token_ids))
         text = self.tokenizer.decode(s.ids[start:], skip_special_tokens=False)
         s.segments.append(("model", start, len(s.ids), text))
-        s.since_tool = text
+        s.since_tool = text if s.calls else s.prefix + text
 
     def _finish(self, s: _State, logprobs: bool) -> Trajectory:
         traj = Trajectory(
