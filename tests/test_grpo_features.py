@@ -174,3 +174,48 @@ def test_dual_clip_and_dr_grpo_length_reach_the_loss(tokenizer, trajectories):
         torch.testing.assert_close(b, a / 2)
     with pytest.raises(ValueError, match="dual_clip must be > 1"):
         GRPOModule(tiny_qwen2(tokenizer, num_layers=1), tokenizer, group_size=2, dual_clip=0.5)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "bnpo", "dr_grpo"])
+def test_micro_batches_accumulate_to_the_whole_minibatch_gradient(tokenizer, loss_type):
+    """Splitting a minibatch into micro-batches gives the gradient of the unsplit minibatch (bnpo: the mean of the
+    micro-batches' own token means, its definition), with KL and entropy terms on."""
+    fmt = CoRTFormat()
+    texts = [
+        "```python\nprint(2 * 3)\n```\n```output\n6\n```\n</think>\n\n\\boxed{6}",
+        "</think>\n\n\\boxed{5}",
+        "I think it is six, so</think>\n\n\\boxed{6}",
+        "```python\nprint(7)\n```\n```output\n7\n```\nHmm.</think>\n\n\\boxed{7}",
+    ]
+    trajs = [trajectory_from_text(tokenizer, "What is 2 * 3?", t, fmt, row={"answer": "6"}) for t in texts]
+    data = collate_trajectories(trajs, tokenizer.pad_token_id)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    results = {}
+    for micro in (None, 1, 3):
+        module = make_module(
+            tiny_qwen2(tokenizer).eval(),
+            tokenizer,
+            loss_type=loss_type,
+            micro_batch_size=micro,
+            kl_coef=0.1,
+            entropy_coef=0.01,
+        )
+        module.reference = tiny_qwen2(tokenizer, seed=1).eval()
+        with torch.no_grad():
+            old = module._in_micro_batches(data, module.completion_logprobs)
+            ref = module._in_micro_batches(data, module._reference_logprobs)
+        loss, _ = module.update(data, advantages, data.loss_mask, old, ref)
+        results[micro] = (grads(module), loss)
+    whole, _ = results[None]
+    if loss_type == "bnpo":  # per micro-batch by definition: micro-batches of one row weigh rows equally
+        assert any(not torch.allclose(a, b) for a, b in zip(whole, results[1][0]))
+        return
+    for micro in (1, 3):
+        for a, b in zip(whole, results[micro][0]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(results[None][1], results[micro][1], rtol=1e-5, atol=1e-7)
+
+
+def test_micro_batch_size_is_validated(tokenizer):
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        GRPOModule(tiny_qwen2(tokenizer), tokenizer, micro_batch_size=0)

@@ -70,6 +70,11 @@ class GRPOModule(PolicyModule):
         is_cap: Upper bound ``>= 1`` of the importance weight.
         ppo_epochs: Passes over each rollout batch.
         minibatches: Optimizer steps per pass.
+        micro_batch_size: Trajectories per forward/backward pass (``None``: a whole minibatch at once). Smaller
+            micro-batches accumulate gradients into the same optimizer step with the same result (every loss type
+            is normalised over the whole minibatch, as if it were one batch; ``bnpo`` normalises per micro-batch by
+            definition), trading time for activation memory; old and reference log-probs are computed in
+            micro-batches too.
         temperature: Sampling temperature; log-probs are computed from ``logits / temperature`` to match.
         max_grad_norm: Gradient clipping (0 disables it).
         exclude_infrastructure_failures: Drop trajectories whose executions failed in the sandbox from the loss.
@@ -97,6 +102,7 @@ class GRPOModule(PolicyModule):
         is_cap: float = 2.0,
         ppo_epochs: int = 1,
         minibatches: int = 1,
+        micro_batch_size: int | None = None,
         temperature: float = 1.0,
         max_grad_norm: float = 1.0,
         exclude_infrastructure_failures: bool = True,
@@ -107,6 +113,8 @@ class GRPOModule(PolicyModule):
             errors.append(f"group_size must be >= 2 for group advantages, got {group_size}")
         if ppo_epochs < 1 or minibatches < 1:
             errors.append(f"ppo_epochs and minibatches must be >= 1, got {ppo_epochs} and {minibatches}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            errors.append(f"micro_batch_size must be >= 1 or None, got {micro_batch_size}")
         if temperature <= 0:
             errors.append(f"temperature must be > 0 for training log-probs, got {temperature}")
         if importance_sampling not in get_args(ImportanceSampling):
@@ -136,6 +144,7 @@ class GRPOModule(PolicyModule):
         self.is_cap = is_cap
         self.ppo_epochs = ppo_epochs
         self.minibatches = minibatches
+        self.micro_batch_size = micro_batch_size
         self.temperature = temperature
         self.max_grad_norm = max_grad_norm
         self.exclude_infrastructure_failures = exclude_infrastructure_failures
@@ -180,8 +189,8 @@ class GRPOModule(PolicyModule):
         )
         mask = data.loss_mask * keep[:, None]  # [B, T]
         with torch.no_grad():
-            old_logprobs = self.completion_logprobs(data, self.temperature)  # [B, T]
-            ref_logprobs = self._reference_logprobs(data)  # [B, T] or None
+            old_logprobs = self._in_micro_batches(data, lambda mb: self.completion_logprobs(mb, self.temperature))
+            ref_logprobs = self._in_micro_batches(data, self._reference_logprobs) if self.kl_coef else None
         loss, metrics = self.update(data, advantages.to(self.device), mask, old_logprobs, ref_logprobs)
         self.last_rollouts, self.last_rewards = trajectories, rewards
         self._log_step(loss, metrics, rewards, advantages, keep)
@@ -221,42 +230,77 @@ class GRPOModule(PolicyModule):
                 torch.randperm(b, device=self.device) if self.minibatches > 1 else torch.arange(b, device=self.device)
             )
             for idx in order.chunk(self.minibatches):
-                mb = data.select(idx)
-                entropy = None
-                if self.entropy_coef:
-                    logprobs, logits = self.completion_logprobs(mb, self.temperature, return_logits=True)
-                    entropy = entropy_from_logits(logits / self.temperature)  # [b, T]
-                else:
-                    logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
-                loss, metrics = policy_loss(
-                    logprobs,
-                    old_logprobs[idx],
-                    advantages[idx],
-                    mask[idx],
-                    loss_type=self.loss_type,
-                    clip_low=self.clip_low,
-                    clip_high=self.clip_high,
-                    dual_clip=self.dual_clip,
-                    max_completion_length=self.max_completion_length,
-                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
-                    kl_coef=self.kl_coef,
-                    kl_estimator=self.kl_estimator,
-                    entropy=entropy,
-                    entropy_coef=self.entropy_coef,
-                    sampling_logprobs=None if sampling_logprobs is None else sampling_logprobs[idx],
-                    is_level="sequence" if self.importance_sampling == "sequence" else "token",
-                    is_mode=self.is_mode,
-                    is_cap=self.is_cap,
-                )
                 opt.zero_grad()
-                self.manual_backward(loss)
+                step_loss = torch.zeros((), device=self.device)
+                step_metrics: dict[str, torch.Tensor] = {}
+                tokens = mask[idx].sum().float().clamp(min=1.0)  # the minibatch's trained tokens (dapo's normalizer)
+                micro = idx.split(self.micro_batch_size) if self.micro_batch_size else (idx,)
+                for part in micro:
+                    share = len(part) / len(idx)
+                    loss, metrics = self._micro_loss(
+                        data, part, advantages, mask, old_logprobs, ref_logprobs, sampling_logprobs, tokens
+                    )
+                    if self.loss_type in ("grpo", "bnpo", "dr_grpo"):
+                        loss = loss * (share if self.loss_type != "bnpo" else 1.0 / len(micro))
+                    self.manual_backward(loss)
+                    step_loss += loss.detach()
+                    for k, v in metrics.items():
+                        step_metrics[k] = step_metrics.get(k, 0.0) + v.detach() * share
                 if self.max_grad_norm:
                     self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
-                losses.append(loss.detach())
-                all_metrics.append(metrics)
+                losses.append(step_loss)
+                all_metrics.append(step_metrics)
         mean = {k: torch.stack([m[k] for m in all_metrics]).mean() for k in all_metrics[0]}
         return torch.stack(losses).mean(), mean
+
+    def _micro_loss(
+        self,
+        data: Any,
+        idx: torch.Tensor,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        ref_logprobs: torch.Tensor | None,
+        sampling_logprobs: torch.Tensor | None,
+        tokens: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of rows ``idx`` (a micro-batch); ``dapo`` divides by the minibatch's ``tokens``."""
+        mb = data.select(idx)
+        entropy = None
+        if self.entropy_coef:
+            logprobs, logits = self.completion_logprobs(mb, self.temperature, return_logits=True)
+            entropy = entropy_from_logits(logits / self.temperature)  # [b, T]
+        else:
+            logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
+        return policy_loss(
+            logprobs,
+            old_logprobs[idx],
+            advantages[idx],
+            mask[idx],
+            loss_type=self.loss_type,
+            clip_low=self.clip_low,
+            clip_high=self.clip_high,
+            dual_clip=self.dual_clip,
+            max_completion_length=self.max_completion_length,
+            normalizer=tokens if self.loss_type == "dapo" else None,
+            ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
+            kl_coef=self.kl_coef,
+            kl_estimator=self.kl_estimator,
+            entropy=entropy,
+            entropy_coef=self.entropy_coef,
+            sampling_logprobs=None if sampling_logprobs is None else sampling_logprobs[idx],
+            is_level="sequence" if self.importance_sampling == "sequence" else "token",
+            is_mode=self.is_mode,
+            is_cap=self.is_cap,
+        )
+
+    def _in_micro_batches(self, data: Any, fn: Any) -> torch.Tensor:
+        """``fn`` (a ``[b, T]`` log-prob function of a batch) over ``data`` in micro-batches, concatenated. ``[B, T]``"""
+        if not self.micro_batch_size or len(data) <= self.micro_batch_size:
+            return fn(data)
+        rows = torch.arange(len(data), device=self.device)
+        return torch.cat([fn(data.select(part)) for part in rows.split(self.micro_batch_size)])
 
     @property
     def _reference_is_base_model(self) -> bool:
