@@ -296,7 +296,7 @@ class GRPOModule(PolicyModule):
         )
 
     def _in_micro_batches(self, data: Any, fn: Any) -> torch.Tensor:
-        """``fn`` (a ``[b, T]`` log-prob function of a batch) over ``data`` in micro-batches, concatenated. ``[B, T]``"""
+        """``fn`` (``[b, T]`` log-probs of a batch) over ``data`` in micro-batches, concatenated. ``[B, T]``"""
         if not self.micro_batch_size or len(data) <= self.micro_batch_size:
             return fn(data)
         rows = torch.arange(len(data), device=self.device)
