@@ -242,6 +242,10 @@ def _advice(p: PlanInput, plan: MemoryPlan) -> list[str]:
     return out
 
 
+def _cell(v: float | None) -> str:
+    return f"{v / GiB:14.2f}" if v is not None else f"{'-':>14}"
+
+
 def format_plan(plan: MemoryPlan, title: str = "Memory plan (per GPU)") -> str:
     """The plan as a plain-text table."""
     rows = sorted(
@@ -250,8 +254,7 @@ def format_plan(plan: MemoryPlan, title: str = "Memory plan (per GPU)") -> str:
     lines = [title, f"{'component':<32}{'training GiB':>14}{'rollout GiB':>14}"]
     for k in rows:
         t, r = plan.training.get(k), plan.rollout.get(k)
-        cell = lambda v: f"{v / GiB:14.2f}" if v is not None else f"{'-':>14}"
-        lines.append(f"{k:<32}{cell(t)}{cell(r)}")
+        lines.append(f"{k:<32}{_cell(t)}{_cell(r)}")
     lines.append(f"{'total':<32}{sum(plan.training.values()) / GiB:14.2f}{sum(plan.rollout.values()) / GiB:14.2f}")
     verdict = "fits" if plan.fits else "DOES NOT FIT"
     lines.append(f"peak {plan.peak_bytes / GiB:.1f} GiB of {plan.limit_bytes / GiB:.1f} GiB usable: {verdict}")

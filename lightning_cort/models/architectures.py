@@ -197,8 +197,9 @@ def resolve_architecture(name_or_path: str) -> Architecture:
 
         return architecture_from_config(AutoConfig.from_pretrained(name_or_path, local_files_only=True), name_or_path)
     except Exception as err:  # not cached, not a model id, unsupported config: all mean "unknown here"
+        known = sorted(a.name for a in KNOWN_ARCHITECTURES.values())
         raise ValueError(
             f"cannot find the shape of {name_or_path!r} offline: it is not a directory with a config.json, not in the "
-            f"Hugging Face cache, and not one of the known models {sorted(a.name for a in KNOWN_ARCHITECTURES.values())}"
+            f"Hugging Face cache, and not one of the known models {known}"
             f" ({type(err).__name__}: {err})"
         ) from err
