@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_cort.formats.base import Block
 from lightning_cort.trajectory import Segment, Trajectory
 
 if TYPE_CHECKING:
@@ -77,6 +81,98 @@ def trajectory_from_text(
         prompt_text=prompt,
         row=dict(row or {}),
     )
+
+
+def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: A line is not valid JSON or not an object (the message gives the file and line number), or the
+            suffix is not one of the three.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such data file: {p}")
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p).to_pylist()
+    if p.suffix == ".json":
+        try:
+            rows = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from e
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{p}: expected a JSON list of objects")
+        return rows
+    if p.suffix != ".jsonl":
+        raise ValueError(f"{p}: unsupported data file type {p.suffix!r} (use .jsonl, .json or .parquet)")
+    out = []
+    with open(p, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{number}: not valid JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{p}:{number}: expected a JSON object, got {type(row).__name__}")
+            out.append(row)
+    return out
+
+
+def trace_examples(
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    code_format: CodeFormat,
+    *,
+    source: str = "data",
+) -> list[Trajectory]:
+    """Training examples from trace rows: ``prompt`` + ``completion`` (text in ``code_format``), or chat
+    ``messages`` (user, then assistant and ``tool`` turns, as :func:`lightning_cort.hints.to_messages` writes them).
+
+    Raises:
+        ValueError: Listing every malformed row (index and what is missing), nothing is dropped silently.
+    """
+    examples, errors = [], []
+    for i, row in enumerate(rows):
+        prompt, completion = row.get("prompt"), row.get("completion")
+        if (prompt is None or completion is None) and isinstance(row.get("messages"), list):
+            try:
+                prompt, completion = _from_messages(row["messages"], code_format)
+            except ValueError as e:
+                errors.append(f"row {i}: {e}")
+                continue
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not completion:
+            errors.append(
+                f"row {i}: needs a string 'prompt' and a non-empty 'completion', or 'messages'; has {sorted(row)}"
+            )
+            continue
+        examples.append(trajectory_from_text(tokenizer, prompt, completion, code_format, row=row))
+    if errors:
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise ValueError(f"{source}: {len(errors)} malformed trace row(s): " + "; ".join(errors[:10]) + more)
+    return examples
+
+
+def _from_messages(messages: list[Any], code_format: CodeFormat) -> tuple[str, str]:
+    """``(prompt, completion)`` of chat messages: the user turn, then assistant and tool turns joined in the format."""
+    if not messages or not isinstance(messages[0], Mapping) or messages[0].get("role") != "user":
+        raise ValueError("messages must start with a user message")
+    parts = []
+    for m in messages[1:]:
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(content, str):
+            raise ValueError(f"message without string content: {m!r}")
+        if role == "assistant":
+            parts.append(content)
+        elif role == "tool":
+            parts.append(code_format.join([Block("output", content)]))
+        else:
+            raise ValueError(f"unexpected role {role!r} after the user message (assistant or tool only)")
+    return str(messages[0]["content"]), "".join(parts)
 
 
 class ListDataset(Dataset):

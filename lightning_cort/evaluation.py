@@ -110,13 +110,10 @@ def load_rows(
     """
     cols = dict(columns or CORT_COLUMNS)
     path = Path(spec)
-    if path.suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            raw = [json.loads(line) for line in f if line.strip()] if path.suffix == ".jsonl" else json.load(f)
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        from lightning_cort.data import read_table
 
-        raw = pq.read_table(path).to_pylist()
+        raw = read_table(path)
     else:
         import datasets
 
@@ -130,15 +127,35 @@ def load_rows(
     name = dataset_name(spec)
     rows = []
     for i, r in enumerate(raw):
-        missing = [c for k, c in cols.items() if k != "prompt" and c not in r]
+        missing = [c for k, c in cols.items() if k != "prompt" and _field(r, c) is None]
         if missing:
-            raise ValueError(f"{spec}: row {i} has no column(s) {missing}; its columns are {sorted(r)}")
-        problem = str(r[cols["problem"]])
-        prompt = r.get(cols.get("prompt", ""), None) if "prompt" in cols else None
+            found = sorted(r) if isinstance(r, Mapping) else type(r).__name__
+            raise ValueError(f"{spec}: row {i} has no column(s) {missing}; its columns are {found}")
+        problem = _user_text(_field(r, cols["problem"]))
+        prompt = _field(r, cols["prompt"]) if "prompt" in cols else None
         if prompt is None:
             prompt = f"{problem}\n{prompt_suffix}" if prompt_suffix else problem
-        rows.append({"id": f"{name}-{i}", "prompt": str(prompt), "answer": str(r[cols["answer"]]), "problem": problem})
+        answer = str(_field(r, cols["answer"]))
+        rows.append({"id": f"{name}-{i}", "prompt": _user_text(prompt), "answer": answer, "problem": problem})
     return rows
+
+
+def _field(row: Any, path: str) -> Any:
+    """``row[path]``, following dots into nested mappings (``reward_model.ground_truth``); ``None`` when absent."""
+    value = row
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _user_text(value: Any) -> str:
+    """A prompt given as chat messages (verl's format) is its (last) user message."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mapping) for m in value):
+        users = [m.get("content", "") for m in value if m.get("role") == "user"]
+        return str(users[-1] if users else value[-1].get("content", ""))
+    return str(value)
 
 
 def trajectory_record(t: Trajectory, dataset: str, index: int, sample: int) -> dict[str, Any]:

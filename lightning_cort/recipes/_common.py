@@ -82,18 +82,55 @@ class WarmupConfig:
 def parse_config(config_cls: type[C], args: list[str] | None, prog: str, description: str) -> C:
     """Parse ``--config file.yaml`` and dotted overrides (``--grpo.steps 10``) into ``config_cls``.
 
-    Unknown or mistyped options are reported together with the valid ones; ``--help`` lists every field with its
-    docstring.
+    Later arguments win (``--config a.yaml --grpo.lr 1e-5`` overrides the file). Unknown or mistyped options are an
+    error that suggests the nearest valid option; ``--help`` lists every field with its docstring; ``--dry-run`` is
+    accepted for ``--dry_run true``.
     """
+    import sys
+
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    argv = list(sys.argv[1:] if args is None else args)
+    argv = [a for x in argv for a in (("--dry_run", "true") if x == "--dry-run" else (x,))]
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=True, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)
-    ns = parser.parse_args(args if args is not None else None)
+    _suggest_unknown(parser, config_cls, argv)
+    ns = parser.parse_args(argv)
     ns.pop("config", None)
     init = parser.instantiate_classes(ns)
     return _to_dataclass(config_cls, init.as_dict() if hasattr(init, "as_dict") else dict(init))
+
+
+def option_names(cls: type, prefix: str = "") -> set[str]:
+    """Every dotted option of a config dataclass tree (``grpo.lr``, ``model.lora.r``, ...), groups included."""
+    import typing
+
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        names.add(name)
+        for t in (hints[f.name], *typing.get_args(hints[f.name])):
+            if isinstance(t, type) and dataclasses.is_dataclass(t):
+                names |= option_names(t, name + ".")
+    return names
+
+
+def _suggest_unknown(parser: Any, cls: type, argv: list[str]) -> None:
+    """Fail on an unknown ``--option`` with the closest valid names (jsonargparse alone only lists them all)."""
+    import difflib
+
+    valid = option_names(cls) | {"config", "help", "print_config"}
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        key = arg[2:].split("=", 1)[0]
+        if key in valid or key.endswith(".help"):
+            continue
+        close = difflib.get_close_matches(key, sorted(valid), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join('--' + c for c in close)}?" if close else ""
+        parser.error(f"unknown option --{key}{hint} (see --help for all options)")
 
 
 def _to_dataclass(cls: type[C], values: Any) -> C:
@@ -125,8 +162,16 @@ def make_run_dir(run_dir: str | None, recipe: str) -> Path:
 
 
 def save_config(config: Any, run_dir: Path) -> None:
-    """Write the resolved config as ``config.json`` in the run directory."""
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    """Write the resolved config into the run directory: ``config.yaml`` (rerun it with ``--config``) and
+    ``config.json``."""
+    import yaml
+
+    values = dataclasses.asdict(config)
+    (run_dir / "config.json").write_text(json.dumps(values, indent=2) + "\n")
+    (run_dir / "config.yaml").write_text(
+        "# The resolved config of this run; rerun it with --config <this file>.\n"
+        + yaml.safe_dump(values, sort_keys=False)
+    )
 
 
 def task_rows(task: CalculatorTask, split: Literal["train", "test"], n: int, start: int = 0) -> list[dict[str, Any]]:

