@@ -11,24 +11,36 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lightning_cort._heuristics import ARITHMETIC as _ARITHMETIC  # noqa: F401  (its former home)
+from lightning_cort._heuristics import DISTRUST as _DISTRUST  # noqa: F401
+from lightning_cort._heuristics import delayed_computation, manual_calculations, result_distrust, split_prose
+from lightning_cort.formats.cort import CoRTFormat
 from lightning_cort.rewards.functions import is_correct
 from lightning_cort.trajectory import Trajectory
 
-TrajectoryFilter = Callable[[Trajectory, Mapping[str, Any]], bool]
+if TYPE_CHECKING:
+    from lightning_cort.formats.base import CodeFormat
 
-# "123 * 45", "1234 + 5678 = 6912", "17^3", "2**10": an arithmetic operation with at least one multi-digit operand.
-_ARITHMETIC = re.compile(
-    r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)\s*(?:[*×x·/÷+\-^]|\*\*|\\times|\\cdot|\\div)\s*(\d[\d,]*(?:\.\d+)?)(?![\w.])"
-)
-_DISTRUST = re.compile(
-    r"\b(let me (?:double[- ]?check|verify|check|recompute|recalculate|confirm)|double[- ]check|"
-    r"(?:verify|check|confirm) (?:this|that|it|the (?:result|output|calculation|answer)) (?:manually|by hand)|"
-    r"(?:manually|by hand)\b|is (?:that|this|the (?:code|output|result)) (?:right|correct)\?|"
-    r"the code (?:might|may|could) (?:be wrong|have an error|have a bug)|but wait)",
-    re.IGNORECASE,
-)
+__all__ = [
+    "CORT_FILTERS",
+    "TrajectoryFilter",
+    "code_decision_weights",
+    "correct",
+    "manual_calculations",
+    "model_prose",
+    "no_delayed_computation",
+    "no_infrastructure_failure",
+    "no_result_distrust",
+    "select_trajectories",
+    "shows_delayed_computation",
+    "shows_result_distrust",
+    "text_shows_delayed_computation",
+    "text_shows_result_distrust",
+]
+
+TrajectoryFilter = Callable[[Trajectory, Mapping[str, Any]], bool]
 
 
 def model_prose(trajectory: Trajectory) -> list[tuple[int, str]]:
@@ -51,22 +63,12 @@ def model_prose(trajectory: Trajectory) -> list[tuple[int, str]]:
     return out
 
 
-def manual_calculations(text: str, min_digits: int = 3) -> list[str]:
-    """Arithmetic written out in prose whose largest operand has at least ``min_digits`` digits."""
-    found = []
-    for m in _ARITHMETIC.finditer(text):
-        a, b = (re.sub(r"\D", "", g.split(".")[0]) for g in m.groups())
-        if max(len(a), len(b)) >= min_digits:
-            found.append(m.group(0))
-    return found
-
-
 def shows_delayed_computation(trajectory: Trajectory, *, min_calculations: int = 2, min_digits: int = 3) -> bool:
     """Whether the model works out at least ``min_calculations`` multi-digit operations by hand in prose *before*
     its first code call (or anywhere, if it never calls code): the behaviour CoRT's Hint-1 targets."""
     first = min((c.segment for c in trajectory.tool_calls), default=len(trajectory.segments))
     prose = [text for i, text in model_prose(trajectory) if i < first]
-    return sum(len(manual_calculations(p, min_digits)) for p in prose) >= min_calculations
+    return delayed_computation(prose, min_calculations=min_calculations, min_digits=min_digits)
 
 
 def shows_result_distrust(trajectory: Trajectory) -> bool:
@@ -77,11 +79,24 @@ def shows_result_distrust(trajectory: Trajectory) -> bool:
     if not ok_segments:
         return False
     first_ok = min(ok_segments)
-    for i, text in model_prose(trajectory):
-        prose = text.split("</think>")[0]
-        if i > first_ok and (_DISTRUST.search(prose) or manual_calculations(prose)):
-            return True
-    return False
+    return result_distrust(text for i, text in model_prose(trajectory) if i > first_ok)
+
+
+def text_shows_delayed_computation(
+    text: str, code_format: CodeFormat | None = None, *, min_calculations: int = 2, min_digits: int = 3
+) -> bool:
+    """:func:`shows_delayed_computation` on a text trace (a completion parsed with ``code_format``, CoRT's by
+    default) instead of a :class:`Trajectory`: for traces that were not sampled by the rollout engine, or that
+    continue a forced prefix."""
+    before, _ = split_prose(text, code_format or CoRTFormat())
+    return delayed_computation(before, min_calculations=min_calculations, min_digits=min_digits)
+
+
+def text_shows_result_distrust(text: str, code_format: CodeFormat | None = None) -> bool:
+    """:func:`shows_result_distrust` on a text trace. Without execution results, an output block counts as
+    successful when it is not empty and does not read as an error report (a traceback, ``Timeout Error``, ...)."""
+    _, after = split_prose(text, code_format or CoRTFormat())
+    return result_distrust(after)
 
 
 def correct(trajectory: Trajectory, row: Mapping[str, Any]) -> bool:
