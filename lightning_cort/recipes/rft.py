@@ -1,0 +1,290 @@
+"""Rejection fine-tuning with a code interpreter: ``python -m lightning_cort.recipes.rft``.
+
+Each round samples ``samples_per_prompt`` trajectories per prompt with the current policy (code executed in the
+local sandbox), keeps those that pass the filters — by default CoRT's: a correct answer, no delayed computation, no
+result distrust — at most ``per_prompt`` per prompt (shortest first), and fine-tunes on them with interpreter output
+masked. One round is CoRT's offline RFT; several rounds are expert iteration, and ``code_decision_weighting`` weights
+each kept sample by the value of its decision to use code (AutoCode).
+
+With no arguments this runs on a laptop CPU without network, from the tiny policy's supervised warm start on the
+built-in calculator task, and evaluates greedily on held-out problems before and after.
+
+Examples:
+    python -m lightning_cort.recipes.rft
+    python -m lightning_cort.recipes.rft --rft.rounds 3 --rft.filters correct --rft.code_decision_weighting true
+    python -m lightning_cort.recipes.rft --model.name_or_path runs/sft-.../policy --data.train '[problems.jsonl]'
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
+from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, RolloutOptions, TrainerConfig
+
+
+@dataclass
+class RFTOptions:
+    """Rejection fine-tuning settings.
+
+    Attributes:
+        rounds: Sample → filter → train rounds (expert iteration when > 1).
+        prompts: Problems sampled per round (per process).
+        samples_per_prompt: Trajectories sampled per problem (``k``).
+        filters: ``cort`` (correct, no delayed computation, no result distrust) or ``correct``.
+        per_prompt: Most trajectories kept per problem (0: all that pass).
+        shortest: Keep the shortest passing trajectories first.
+        code_decision_weighting: Weight kept samples by the value of their decision to use code (AutoCode).
+        temperature: Sampling temperature of the rounds.
+        top_p: Nucleus mass of the rounds.
+        epochs_per_round: Passes over each round's kept data.
+        batch_size: Training batch size.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        mask_tool_output: Keep interpreter output out of the loss.
+    """
+
+    rounds: int = 2
+    prompts: int = 128
+    samples_per_prompt: int = 4
+    filters: Literal["cort", "correct"] = "cort"
+    per_prompt: int = 1
+    shortest: bool = True
+    code_decision_weighting: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    epochs_per_round: int = 1
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    mask_tool_output: bool = True
+
+
+@dataclass
+class RFTConfig:
+    """Configuration of the RFT recipe.
+
+    Attributes:
+        run_dir: Output directory (default ``runs/rft-<timestamp>``).
+        seed: Global seed.
+        code_format: ``cort`` (markdown fences) or ``retool`` (tags).
+        threads: Torch CPU threads (0: leave torch's default).
+        progress: Show rich progress bars.
+        dry_run: Print the per-GPU memory plan and exit without loading weights.
+        model: The policy to start from.
+        data: Problem files (empty: the built-in calculator task) and held-out files.
+        task: The built-in task and its held-out evaluation.
+        warmup: The tiny policy's supervised warm start.
+        trainer: Devices, strategy, checkpoints.
+        plan: GPU memory for the plan.
+        rft: Round settings.
+        rollout: Rollout limits and backend of the rounds.
+    """
+
+    run_dir: str | None = None
+    seed: int = 0
+    code_format: Literal["cort", "retool"] = "cort"
+    threads: int = 0
+    progress: bool = True
+    dry_run: bool = False
+    model: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    rft: RFTOptions = field(default_factory=RFTOptions)
+    rollout: RolloutOptions = field(default_factory=RolloutOptions)
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    """Run the recipe; returns the summary (also written to ``<run_dir>/summary.json``).
+
+    Args:
+        args: Command-line arguments (``None``: ``sys.argv``).
+    """
+    cfg = parse_config(RFTConfig, args, prog="python -m lightning_cort.recipes.rft", description=__doc__ or "")
+    return run(cfg)
+
+
+def plan(cfg: RFTConfig) -> Any:
+    """The per-GPU memory plan of this config."""
+    from lightning_cort.recipes._config import memory_plan
+
+    length = 1024 + cfg.rollout.max_total_tokens
+    return memory_plan(
+        cfg.model,
+        cfg.trainer,
+        cfg.plan,
+        vocab_size=1024,
+        micro_batch_sequences=cfg.rft.batch_size,
+        sequence_length=length,
+        completion_length=cfg.rollout.max_total_tokens,
+        rollout_backend=cfg.rollout.backend,
+        rollout_sequences=min(cfg.rft.prompts, 64) * cfg.rft.samples_per_prompt,
+        vllm_memory=cfg.rollout.vllm_memory,
+        vllm_tensor_parallel=cfg.rollout.vllm_tensor_parallel,
+        vllm_sleep=cfg.rollout.vllm_sleep,
+    )
+
+
+def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
+    """Build the policy, the module and its callbacks without training (``meta``: no weights, no data)."""
+    from functools import partial
+
+    from lightning_cort.callbacks import RolloutCallback, SandboxCallback
+    from lightning_cort.filters import CORT_FILTERS, correct
+    from lightning_cort.formats import get_format
+    from lightning_cort.modules.rft import RFTModule
+    from lightning_cort.recipes._config import (
+        build_policy,
+        build_strategy,
+        check_rollout_backend,
+        engine_config,
+        load_problem_rows,
+    )
+    from lightning_cort.sandbox import LocalSandbox
+    from lightning_cort.tasks.calculator import CalculatorTask
+
+    check_rollout_backend(cfg.model, cfg.rollout)
+    fmt = get_format(cfg.code_format)
+    task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
+    model, tokenizer, info = build_policy(
+        cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
+        progress=cfg.progress, meta=meta,
+    )  # fmt: skip
+    r = cfg.rft
+    rows = [{"prompt": "placeholder"}] if meta else load_problem_rows(cfg.data, task, r.prompts, cfg.warmup.examples)
+    rollout = engine_config(cfg.rollout, r.temperature, r.top_p)
+    module = RFTModule(
+        model,
+        tokenizer,
+        rows[: r.prompts] if not cfg.data.train else rows,
+        samples_per_prompt=r.samples_per_prompt,
+        filters=CORT_FILTERS if r.filters == "cort" else (correct,),
+        per_prompt=r.per_prompt or None,
+        shortest=r.shortest,
+        code_decision_weighting=r.code_decision_weighting,
+        batch_size=r.batch_size,
+        epochs_per_round=r.epochs_per_round,
+        sampling=rollout.sampling,
+        lr=r.lr,
+        weight_decay=r.weight_decay,
+        mask_tool_output=r.mask_tool_output,
+        seed=cfg.seed,
+    )
+    vllm_kwargs = {
+        "dtype": cfg.rollout.vllm_dtype,
+        "gpu_memory_utilization": cfg.rollout.vllm_memory,
+        "tensor_parallel_size": cfg.rollout.vllm_tensor_parallel,
+        "enable_sleep_mode": cfg.rollout.vllm_sleep,
+        "seed": cfg.seed,
+    }
+    callbacks = [
+        SandboxCallback(partial(LocalSandbox, timeout=cfg.rollout.timeout)),
+        RolloutCallback(fmt, rollout, backend=cfg.rollout.backend, vllm_kwargs=vllm_kwargs),
+    ]
+    return {
+        "format": fmt,
+        "task": task,
+        "model": model,
+        "tokenizer": tokenizer,
+        "info": info,
+        "module": module,
+        "callbacks": callbacks,
+        "strategy": build_strategy(cfg.trainer),
+    }
+
+
+def run(cfg: RFTConfig) -> dict[str, Any]:
+    """Run the recipe from a parsed config."""
+    import lightning as L
+    import torch
+
+    from lightning_cort.recipes._config import (
+        build_trainer,
+        check_plan,
+        engine_config,
+        report_plan,
+        resume_path,
+        world_size,
+    )
+    from lightning_cort.recipes._steps import (
+        eval_rows,
+        finite,
+        greedy_eval,
+        print_summary,
+        save_policy,
+        write_generations,
+        write_summary,
+    )
+
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, verbose=False)
+    run_dir = make_run_dir(cfg.run_dir, "rft")
+    save_config(cfg, run_dir)
+    memory = plan(cfg)
+    if cfg.dry_run:
+        return {"plan": report_plan(memory, run_dir, "RFT memory plan (per GPU)"), "run_dir": str(run_dir)}
+    check_plan(memory, cfg.plan, cfg.trainer)
+
+    parts = build(cfg, run_dir)
+    model, tokenizer, fmt, module = parts["model"], parts["tokenizer"], parts["format"], parts["module"]
+    greedy = engine_config(cfg.rollout)
+    single = world_size(cfg.trainer) == 1
+    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
+    before, _ = greedy_eval(model, tokenizer, held_out, fmt, greedy)
+
+    trainer = build_trainer(
+        cfg.trainer,
+        run_dir,
+        parts["callbacks"],
+        progress=cfg.progress,
+        max_epochs=cfg.rft.rounds,
+        reload_dataloaders_every_n_epochs=1,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, ckpt_path=resume_path(cfg.trainer, run_dir))
+    train_s = time.perf_counter() - t0
+
+    after, trajectories = greedy_eval(module.model, tokenizer, held_out, fmt, greedy)
+    save_policy(module.model, tokenizer, run_dir)
+    if not trainer.is_global_zero:
+        return {}
+    write_generations(trajectories, run_dir / "eval_generations.jsonl")
+    summary = {
+        "accuracy_before": before.get("accuracy"),
+        "accuracy_after": after.get("accuracy"),
+        "tool_calls_per_response": after.get("tool_calls_per_response"),
+        "tokens_per_response": after.get("tokens_per_response"),
+        "tokens_per_correct": finite(after).get("tokens_per_correct"),
+        "code_success_rate": after.get("code_success_rate"),
+        "before": finite(before),
+        "after": finite(after),
+        "rounds": [dict(r) for r in module.rounds],
+        "warmup_from_cache": parts["info"]["warmup_from_cache"],
+        "train_seconds": round(train_s, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "run_dir": str(run_dir),
+    }
+    write_summary(summary, run_dir)
+    kept = ", ".join(f"{r['kept']:.0f}/{r['sampled']:.0f}" for r in module.rounds)
+    print_summary(
+        "RFT: held-out problems, greedy",
+        summary["before"],
+        summary["after"],
+        [
+            f"Kept per round: {kept}",
+            f"Run directory: [bold]{run_dir}[/bold] (summary.json, logs/, policy/)",
+            f"Took {summary['total_seconds']:.0f} s (training {summary['train_seconds']:.0f} s).",
+        ],
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The recipes' front door: every shipped YAML instantiates against its entry point without weights, override
+semantics, clear errors, the memory plan, and each training recipe's no-argument run on a tiny setting."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_cort.recipes._common import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+YAMLS = sorted((ROOT / "recipes").rglob("*.yaml"))
+CONFIGS = {"sft": "SFTConfig", "rft": "RFTConfig", "rl": "RLConfig", "eval": "EvalConfig", "synth": "SynthConfig"}
+
+
+def _recipe(path: Path):
+    method = path.parent.name
+    module = importlib.import_module(f"lightning_cort.recipes.{method}")
+    return module, getattr(module, CONFIGS[method])
+
+
+def test_every_method_has_yamls():
+    assert {p.parent.name for p in YAMLS} == set(CONFIGS)
+    for path in YAMLS:
+        first = path.read_text().splitlines()[:4]
+        assert first[0].startswith("# "), path
+        assert any(f"python -m lightning_cort.recipes.{path.parent.name}" in line for line in first), path
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_yaml_instantiates_against_its_entry_point(path, tmp_path):
+    """Parse with the recipe's own parser (unknown keys would fail), then build every part on the meta device: the
+    policy with its real shape (and LoRA adapters), the module, callbacks and the strategy. GPU configs must fit
+    the GPU they are written for, by the memory plan."""
+    import torch
+
+    module, config_cls = _recipe(path)
+    cfg = parse_config(config_cls, ["--config", str(path)], "test", "")
+    raw = yaml.safe_load(path.read_text())
+    for section, values in raw.items():  # the file's values arrived (a sample of them, section by section)
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if not isinstance(value, dict):
+                    assert getattr(getattr(cfg, section), key) == value, (section, key)
+    method = path.parent.name
+    if method == "eval":
+        cfg = module.apply_preset(cfg)
+        if cfg.model.path:
+            from lightning_cort.models.architectures import resolve_architecture
+
+            assert resolve_architecture(cfg.model.path).num_params > 1e9
+        return
+    parts = module.build(cfg, tmp_path, meta=True)
+    if method == "synth":
+        return
+    model = parts["model"]
+    assert all(p.device.type == "meta" for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    from lightning_cort.recipes._config import policy_architecture
+
+    arch = policy_architecture(cfg.model, len(parts["tokenizer"]))
+    if cfg.model.lora is not None:
+        assert trainable == arch.lora_params(cfg.model.lora.r, cfg.model.lora.target_modules)
+    else:
+        assert trainable == arch.num_params
+    assert parts["module"].model is model
+    if cfg.trainer.strategy == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        assert isinstance(parts["strategy"], ModelParallelStrategy)
+    plan = module.plan(cfg)
+    if cfg.plan.check:
+        assert plan.fits, f"{path.name} does not fit {cfg.plan.gpu_memory_gb} GB by its own plan"
+    assert torch.device("meta") == next(model.parameters()).device
+
+
+def test_overrides_later_arguments_win_and_the_saved_config_reloads(tmp_path):
+    from lightning_cort.recipes.rl import RLConfig, run
+
+    path = ROOT / "recipes/rl/r1-distill-qwen-1.5b_lora_1gpu.yaml"
+    cfg = parse_config(RLConfig, ["--config", str(path), "--grpo.lr", "3e-6", "--model.lora.r", "8"], "t", "")
+    assert cfg.grpo.lr == 3e-6 and cfg.model.lora.r == 8 and cfg.model.lora.alpha == 128  # rest of the file kept
+    before = parse_config(RLConfig, ["--grpo.lr", "3e-6", "--config", str(path)], "t", "")
+    assert before.grpo.lr == 1e-5  # the file, given later, wins
+    no_lora = parse_config(RLConfig, ["--config", str(path), "--model.lora", "null"], "t", "")
+    assert no_lora.model.lora is None
+    summary = run(
+        parse_config(RLConfig, ["--config", str(path), "--dry-run", "--run_dir", str(tmp_path / "r")], "t", "")
+    )
+    saved = tmp_path / "r" / "config.yaml"
+    again = parse_config(RLConfig, ["--config", str(saved)], "t", "")
+    assert again.grpo.lr == 1e-5 and again.dry_run is True
+    assert again.model == parse_config(RLConfig, ["--config", str(path)], "t", "").model
+    plan = json.loads((tmp_path / "r" / "memory_plan.json").read_text())
+    assert plan == summary["plan"] and plan["fits"] is True and plan["limit_gib"] == 21.6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grpo.stesp", "3"], "did you mean --grpo.steps"),
+        (["--modle.lora.r", "3"], "did you mean --model.lora.r"),
+        (["--grpo.loss_type", "ppo"], "loss_type"),
+        (["--grpo.steps", "many"], "grpo.steps"),
+    ],
+)
+def test_unknown_or_mistyped_options_are_clear_errors(args, message, capsys):
+    from lightning_cort.recipes import rl
+
+    with pytest.raises(SystemExit):
+        rl.main(args)
+    assert message in capsys.readouterr().err
+
+
+def test_a_yaml_with_a_misspelt_key_is_an_error(tmp_path, capsys):
+    from lightning_cort.recipes import sft
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft:\n  epoch: 3\n")
+    with pytest.raises(SystemExit):
+        sft.main(["--config", str(bad)])
+    assert "epoch" in capsys.readouterr().err
+
+
+def test_help_is_built_from_the_docstrings(capsys):
+    from lightning_cort.recipes import sft
+
+    with pytest.raises(SystemExit):
+        sft.main(["--help"])
+    out = capsys.readouterr().out
+    assert "Supervised fine-tuning on reasoning traces" in out
+    assert "Drop traces longer than this many tokens" in out  # an attribute docstring
+    assert "--model.lora" in out and "--trainer.strategy" in out
+
+
+def test_qlora_with_vllm_rollouts_is_refused_before_loading(tmp_path):
+    from lightning_cort.recipes.rl import RLConfig, build
+
+    path = ROOT / "recipes/rl/r1-distill-qwen-1.5b_qlora_1gpu.yaml"
+    cfg = parse_config(RLConfig, ["--config", str(path), "--rollout.backend", "vllm"], "t", "")
+    with pytest.raises(ValueError, match="QLoRA"):
+        build(cfg, tmp_path, meta=True)
+
+
+def test_the_tiny_default_plans_without_loading_anything(tmp_path, capsys):
+    from lightning_cort.recipes import sft
+
+    out = sft.main(["--dry-run", "--run_dir", str(tmp_path)])
+    assert out["plan"]["fits"] is True
+    assert "SFT memory plan" in capsys.readouterr().out
+    assert not (tmp_path / "policy").exists()
+
+
+def test_malformed_trace_files_name_the_rows(tmp_path, tokenizer):
+    from lightning_cort.data import read_table, trace_examples
+    from lightning_cort.formats import CoRTFormat
+
+    path = tmp_path / "traces.jsonl"
+    path.write_text('{"prompt": "p", "completion": "c"}\n{"prompt": "p"\n')
+    with pytest.raises(ValueError, match=r"traces.jsonl:2: not valid JSON"):
+        read_table(path)
+    rows = [
+        {"prompt": "What is 2+2?", "completion": "```python\nprint(4)\n```\n```output\n4\n```\n\\boxed{4}"},
+        {"prompt": "x"},
+        {"messages": [{"role": "assistant", "content": "hi"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "```python\nprint(1)\n```\n"},
+                {"role": "tool", "content": "1"},
+                {"role": "assistant", "content": "\\boxed{1}"},
+            ]
+        },
+    ]
+    with pytest.raises(ValueError, match=r"2 malformed trace row\(s\): row 1: .*row 2: messages must start"):
+        trace_examples(rows, tokenizer, CoRTFormat(), source="traces.jsonl")
+    good = trace_examples([rows[0], rows[3]], tokenizer, CoRTFormat())
+    masked = [tokenizer.decode(g.completion_ids[g.loss_mask == 0]) for g in good]
+    assert masked == ["```output\n4\n```\n", "```output\n1\n```\n"]  # interpreter output comes from the tool turn
+
+
+@pytest.mark.slow
+def test_sft_recipe_trains_on_a_trace_file_and_resumes(tmp_path):
+    from lightning_cort.recipes import sft
+    from lightning_cort.tasks import CalculatorTask, build_prompt, trace_for
+
+    task = CalculatorTask(seed=3)
+    data = tmp_path / "traces.jsonl"
+    with open(data, "w") as f:
+        for p in task.problems("train", 48):
+            f.write(json.dumps({"prompt": build_prompt(p.question), "completion": trace_for(p, "hint")}) + "\n")
+    common = [
+        "--data.train", f"[{data}]", "--sft.batch_size", "8", "--task.eval_size", "4", "--progress", "false",
+        "--trainer.checkpoint_every_n_steps", "3", "--run_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    first = sft.main([*common, "--sft.epochs", "1"])
+    assert first["examples"] == 48 and first["optimizer_steps"] == 6
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    resumed = sft.main([*common, "--sft.epochs", "2", "--trainer.resume", "last"])
+    assert resumed["optimizer_steps"] == 12  # continued from step 6, not from 0
+    assert (tmp_path / "run" / "policy" / "config.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sft", "rft"])
+def test_recipe_no_argument_run_on_a_tiny_setting(method, tmp_path):
+    """The no-argument defaults, shrunk (fewer traces, prompts and held-out problems), end to end."""
+    module = importlib.import_module(f"lightning_cort.recipes.{method}")
+    small = {
+        "sft": ["--sft.examples", "96", "--sft.epochs", "1", "--sft.batch_size", "16"],
+        "rft": [
+            "--warmup.examples", "800", "--warmup.epochs", "3", "--warmup.lr", "3e-3",
+            "--rft.prompts", "8", "--rft.rounds", "2", "--rft.batch_size", "4",
+        ],
+    }[method]  # fmt: skip
+    summary = module.main([*small, "--task.eval_size", "8", "--progress", "false", "--run_dir", str(tmp_path)])
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("accuracy_before", "accuracy_after", "tokens_per_response", "tool_calls_per_response"):
+        assert key in on_disk
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "policy" / "config.json").exists()
+    assert len((tmp_path / "eval_generations.jsonl").read_text().splitlines()) == 8
+    if method == "rft":
+        assert len(on_disk["rounds"]) == 2 and all(r["sampled"] == 32 for r in on_disk["rounds"])
