@@ -78,8 +78,9 @@ def output_succeeded(body: str) -> bool:
     return bool(shown) and _FAILED_OUTPUT.match(shown) is None
 
 
-def split_prose(text: str, code_format: CodeFormat) -> tuple[list[str], list[str]]:
-    """The prose of a text trace on both sides of its interpreter use.
+def split_prose(text: str, code_format: CodeFormat | str | None = None) -> tuple[list[str], list[str]]:
+    """The prose of a text trace (in ``code_format``: an instance, a name, or ``None`` for CoRT's) on both sides of
+    its interpreter use.
 
     Returns:
         The text blocks before the first code block (all of them when there is no code), and the text blocks after
@@ -88,7 +89,9 @@ def split_prose(text: str, code_format: CodeFormat) -> tuple[list[str], list[str
     before: list[str] = []
     after: list[str] = []
     seen_code = seen_success = False
-    for block in code_format.parse(text):
+    from lightning_cort.formats import resolve_format
+
+    for block in resolve_format(code_format).parse(text):
         if block.kind == "code":
             seen_code = True
         elif block.kind == "output":

@@ -15,6 +15,8 @@ def _available(module: str) -> bool:
 VLLM_AVAILABLE = _available("vllm")
 BITSANDBYTES_AVAILABLE = _available("bitsandbytes")
 E2B_AVAILABLE = _available("e2b_code_interpreter")
+# Not an extra of its own: installed with e2b; the LLM hint judge uses it when present and urllib otherwise.
+HTTPX_AVAILABLE = _available("httpx")
 
 _EXTRAS = {"vllm": "vllm", "bitsandbytes": "qlora", "e2b_code_interpreter": "e2b"}
 

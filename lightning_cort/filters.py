@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from lightning_cort._heuristics import ARITHMETIC as _ARITHMETIC  # noqa: F401  (its former home)
 from lightning_cort._heuristics import DISTRUST as _DISTRUST  # noqa: F401
 from lightning_cort._heuristics import delayed_computation, manual_calculations, result_distrust, split_prose
-from lightning_cort.formats.cort import CoRTFormat
 from lightning_cort.rewards.functions import is_correct
 from lightning_cort.trajectory import Trajectory
 
@@ -83,19 +82,19 @@ def shows_result_distrust(trajectory: Trajectory) -> bool:
 
 
 def text_shows_delayed_computation(
-    text: str, code_format: CodeFormat | None = None, *, min_calculations: int = 2, min_digits: int = 3
+    text: str, code_format: CodeFormat | str | None = None, *, min_calculations: int = 2, min_digits: int = 3
 ) -> bool:
-    """:func:`shows_delayed_computation` on a text trace (a completion parsed with ``code_format``, CoRT's by
-    default) instead of a :class:`Trajectory`: for traces that were not sampled by the rollout engine, or that
-    continue a forced prefix."""
-    before, _ = split_prose(text, code_format or CoRTFormat())
+    """:func:`shows_delayed_computation` on a text trace instead of a :class:`Trajectory` (for traces that were not
+    sampled by the rollout engine, or that continue a forced prefix), parsed with ``code_format``: an instance, a
+    name, or ``None`` for CoRT's."""
+    before, _ = split_prose(text, code_format)
     return delayed_computation(before, min_calculations=min_calculations, min_digits=min_digits)
 
 
-def text_shows_result_distrust(text: str, code_format: CodeFormat | None = None) -> bool:
+def text_shows_result_distrust(text: str, code_format: CodeFormat | str | None = None) -> bool:
     """:func:`shows_result_distrust` on a text trace. Without execution results, an output block counts as
     successful when it is not empty and does not read as an error report (a traceback, ``Timeout Error``, ...)."""
-    _, after = split_prose(text, code_format or CoRTFormat())
+    _, after = split_prose(text, code_format)
     return result_distrust(after)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "ReToolFormat",
     "get_format",
     "middle_truncate",
+    "resolve_format",
     "result_text",
 ]
 
@@ -34,3 +35,10 @@ def get_format(name: str) -> CodeFormat:
     if name not in formats:
         raise ValueError(f"unknown code format {name!r}; choose from {sorted(formats)}")
     return formats[name]()
+
+
+def resolve_format(code_format: CodeFormat | str | None) -> CodeFormat:
+    """A format given as an instance, a name (see :func:`get_format`), or ``None`` for CoRT's."""
+    if code_format is None or isinstance(code_format, str):
+        return get_format(code_format or "cort")
+    return code_format
