@@ -395,3 +395,15 @@ def test_synthesize_keeps_right_continuations_and_filters_the_others(tokenizer, 
     assert [json.loads(line) for line in path.read_text().splitlines()] == [record]
     with pytest.raises(ValueError, match=r"item 0 lacks \['answer', 'trace'\].*n must be >= 1"):
         synthesize([{"problem": "p"}], engine, n=0)
+
+
+def test_cli_detect_writes_proposals(tmp_path):
+    from lightning_cort.hints.__main__ import main
+
+    src, dst = tmp_path / "traces.jsonl", tmp_path / "proposals.jsonl"
+    write_jsonl([{"problem": AREA_PROBLEM, "trace": AREA_TRACE}, {"problem": CLEAN_PROBLEM, "trace": CLEAN_TRACE}], src)
+    assert main(["detect", str(src), str(dst), "--min-digits", "3"]) == 2
+    rows = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [[p["offset"] for p in r["points"]] for r in rows] == [[AREA_TRACE.index("Let me multiply")], []]
+    assert main(["detect", str(src), str(dst), "--min-digits", "7"]) == 2  # no operand has 7 digits
+    assert [json.loads(line)["points"] for line in dst.read_text().splitlines()] == [[], []]

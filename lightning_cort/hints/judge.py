@@ -40,6 +40,7 @@ Answer with JSON only, in exactly this form:
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _ELLIPSIS = re.compile(r"(?:\.\.\.|…)+$")
+_QUOTE_MARKS = "\"'“”‘’"
 
 
 class HintJudgeError(RuntimeError):
@@ -123,7 +124,8 @@ def locate_quote(trace: str, quote: str, spans: list[Span] | None = None, *, aft
     Returns:
         The offset of the first quoted character, or ``None`` when the quote is not in the trace.
     """
-    quote = _ELLIPSIS.sub("", quote.strip()).strip().strip("\"'“”‘’").strip()
+    for _ in range(2):  # “Let me check…” or "Let me check"…
+        quote = _ELLIPSIS.sub("", quote.strip().strip(_QUOTE_MARKS).strip()).strip()
     if not quote:
         return None
     hits = [m.start() for m in re.finditer(re.escape(quote), trace)]
