@@ -183,6 +183,17 @@ def test_review_accept_reject_and_quit():
     assert kept == [a, b]
 
 
+def test_review_default_prompt_reads_the_terminal(monkeypatch):
+    answers = iter(["r", "m /Now the root", ""])  # points in offset order: q, then p
+    monkeypatch.setattr("builtins.input", lambda *args: next(answers))
+    out = io.StringIO()
+    p, q = HintPoint("trust", TWO_CHECKS_TRACE.index("Good."), "[bold]x[/bold]"), HintPoint("trust", 0)
+    kept = review_points(TWO_CHECKS_TRACE, [p, q], console=Console(file=out, width=200))
+    assert kept == [p.moved(TWO_CHECKS_TRACE.index("Now the root"))]  # q rejected; p moved, then Enter accepted
+    shown = out.getvalue()
+    assert "[a]ccept  [r]eject  [m]ove" in shown and "([bold]x[/bold])" in shown  # no markup interpretation
+
+
 def test_review_moves():
     t = TWO_CHECKS_TRACE
     start = t.index("Good.")

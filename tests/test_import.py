@@ -21,6 +21,7 @@ def test_import_without_optional_packages():
         sys.meta_path.insert(0, Block())
         import lightning_cort
         from lightning_cort import formats, sandbox, rollout, modules, callbacks, losses, rewards, tasks, trajectory
+        from lightning_cort import hints
         from lightning_cort.recipes import rl
         assert lightning_cort.GRPOModule is modules.GRPOModule
         assert not any(m.split(".")[0] in {"vllm", "bitsandbytes", "e2b_code_interpreter"} for m in sys.modules)

@@ -113,7 +113,7 @@ class _Session:
         after = self.trace[point.offset : point.offset + self.context]
         inserted, _ = insertion(before, after, point, self.fmt, *self.hints)
         header = f"point {i + 1}/{len(self.queue)}: {point.kind} at offset {point.offset}"
-        self.console.rule(header + (f" ({point.reason})" if point.reason else ""))
+        self.console.rule(Text(header + (f" ({point.reason})" if point.reason else "")))
         view = Text("…" if point.offset > self.context else "", style="dim")
         view.append(before, style="dim")
         view.append(inserted, style="bold black on yellow")
@@ -162,8 +162,10 @@ class _Session:
 
 def _default_ask(console: Console) -> Ask:
     from rich.prompt import Prompt
+    from rich.text import Text
 
-    return lambda prompt: Prompt.ask(prompt, console=console, default="a", show_default=False)
+    # Text, not a markup string: "[a]ccept" must show its brackets. Enter accepts.
+    return lambda prompt: Prompt.ask(Text(prompt), console=console, default="a", show_default=False)
 
 
 def review_points(
