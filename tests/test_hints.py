@@ -418,3 +418,31 @@ def test_cli_detect_writes_proposals(tmp_path):
     assert [[p["offset"] for p in r["points"]] for r in rows] == [[AREA_TRACE.index("Let me multiply")], []]
     assert main(["detect", str(src), str(dst), "--min-digits", "7"]) == 2  # no operand has 7 digits
     assert [json.loads(line)["points"] for line in dst.read_text().splitlines()] == [[], []]
+
+
+def test_synthesize_samples_n_continuations_per_prefix(tokenizer, sandbox):
+    from test_rollout import ScriptedBackend
+
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.hints import synthesize
+    from lightning_cort.rollout import RolloutConfig, RolloutEngine
+
+    class BatchScripted(ScriptedBackend):
+        """The scripted continuations, one per prompt of a batch, in batch order."""
+
+        def generate(self, prompts, sampling, stop_strings):
+            return [super(BatchScripted, self).generate([p], sampling, stop_strings)[0] for p in prompts]
+
+    script = [
+        ("print(437 * 289 + 2 * (437 + 289))\n```\n", "stop"),  # sample 0, then sample 1, in each round
+        ("print(437 * 289)\n```\n", "stop"),
+        ("</think>\n\n\\boxed{127745}", "eos"),
+        ("</think>\n\n\\boxed{126293}", "eos"),
+    ]
+    config = RolloutConfig(schedule="rounds")  # both samples in every backend call, in order
+    engine = RolloutEngine(BatchScripted(tokenizer, script), tokenizer, CoRTFormat(), sandbox, config)
+    item = {"id": "area", "problem": AREA_PROBLEM, "answer": AREA_ANSWER, "trace": AREA_TRACE}
+    results = synthesize([item], engine, n=2, prompt_hint=None)
+    assert [(r.sample, r.kept, r.rejected_by) for r in results] == [(0, True, ()), (1, False, ("correct_answer",))]
+    assert results[0].completion.startswith("Okay, so I need") and results[0].hints[0]["kind"] == "calculate"
+    assert results[1].completion.endswith("```output\n126293\n```\n</think>\n\n\\boxed{126293}")
