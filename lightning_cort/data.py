@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_cort.formats.base import Block
 from lightning_cort.trajectory import Segment, Trajectory
 
 if TYPE_CHECKING:
@@ -88,8 +87,8 @@ def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: A line is not valid JSON or not an object (the message gives the file and line number), or the
-            suffix is not one of the three.
+        ValueError: Lines that are not JSON objects (all listed, with the file and line numbers), or a suffix that is
+            not one of the three.
     """
     p = Path(path)
     if not p.is_file():
@@ -108,19 +107,9 @@ def read_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return rows
     if p.suffix != ".jsonl":
         raise ValueError(f"{p}: unsupported data file type {p.suffix!r} (use .jsonl, .json or .parquet)")
-    out = []
-    with open(p, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{number}: not valid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{p}:{number}: expected a JSON object, got {type(row).__name__}")
-            out.append(row)
-    return out
+    from lightning_cort.hints.jsonl import read_jsonl
+
+    return [row for _, row in read_jsonl(p)]
 
 
 def trace_examples(
@@ -136,12 +125,14 @@ def trace_examples(
     Raises:
         ValueError: Listing every malformed row (index and what is missing), nothing is dropped silently.
     """
+    from lightning_cort.hints.convert import from_messages
+
     examples, errors = [], []
     for i, row in enumerate(rows):
         prompt, completion = row.get("prompt"), row.get("completion")
         if (prompt is None or completion is None) and isinstance(row.get("messages"), list):
             try:
-                prompt, completion = _from_messages(row["messages"], code_format)
+                prompt, completion = from_messages(row["messages"], code_format)
             except ValueError as e:
                 errors.append(f"row {i}: {e}")
                 continue
@@ -155,24 +146,6 @@ def trace_examples(
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         raise ValueError(f"{source}: {len(errors)} malformed trace row(s): " + "; ".join(errors[:10]) + more)
     return examples
-
-
-def _from_messages(messages: list[Any], code_format: CodeFormat) -> tuple[str, str]:
-    """``(prompt, completion)`` of chat messages: the user turn, then assistant and tool turns joined in the format."""
-    if not messages or not isinstance(messages[0], Mapping) or messages[0].get("role") != "user":
-        raise ValueError("messages must start with a user message")
-    parts = []
-    for m in messages[1:]:
-        role, content = m.get("role"), m.get("content")
-        if not isinstance(content, str):
-            raise ValueError(f"message without string content: {m!r}")
-        if role == "assistant":
-            parts.append(content)
-        elif role == "tool":
-            parts.append(code_format.join([Block("output", content)]))
-        else:
-            raise ValueError(f"unexpected role {role!r} after the user message (assistant or tool only)")
-    return str(messages[0]["content"]), "".join(parts)
 
 
 class ListDataset(Dataset):

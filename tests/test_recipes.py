@@ -161,7 +161,7 @@ def test_malformed_trace_files_name_the_rows(tmp_path, tokenizer):
 
     path = tmp_path / "traces.jsonl"
     path.write_text('{"prompt": "p", "completion": "c"}\n{"prompt": "p"\n')
-    with pytest.raises(ValueError, match=r"traces.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"traces.jsonl: 1 malformed row\(s\): line 2: not valid JSON"):
         read_table(path)
     rows = [
         {"prompt": "What is 2+2?", "completion": "```python\nprint(4)\n```\n```output\n4\n```\n\\boxed{4}"},
@@ -212,10 +212,8 @@ def test_recipe_no_argument_run_on_a_tiny_setting(method, tmp_path):
     module = importlib.import_module(f"lightning_cort.recipes.{method}")
     small = {
         "sft": ["--sft.examples", "96", "--sft.epochs", "1", "--sft.batch_size", "16"],
-        "rft": [
-            "--warmup.examples", "800", "--warmup.epochs", "3", "--warmup.lr", "3e-3",
-            "--rft.prompts", "8", "--rft.rounds", "2", "--rft.batch_size", "4",
-        ],
+        # The default warm start (cached for the session): a policy that solves most problems, so rounds keep data.
+        "rft": ["--rft.prompts", "8", "--rft.rounds", "2", "--rft.batch_size", "4"],
     }[method]  # fmt: skip
     summary = module.main([*small, "--task.eval_size", "8", "--progress", "false", "--run_dir", str(tmp_path)])
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -226,3 +224,26 @@ def test_recipe_no_argument_run_on_a_tiny_setting(method, tmp_path):
     assert len((tmp_path / "eval_generations.jsonl").read_text().splitlines()) == 8
     if method == "rft":
         assert len(on_disk["rounds"]) == 2 and all(r["sampled"] == 32 for r in on_disk["rounds"])
+
+
+@pytest.mark.slow
+def test_synth_recipe_end_to_end_feeds_the_sft_recipe(tmp_path, tokenizer):
+    """The no-argument synthesis (fewer traces): text traces cut at Hint-1, continued by the tiny warm-started teacher
+    with the sandbox, filtered; the kept records train with the SFT recipe's loader, interpreter output masked."""
+    from lightning_cort.data import read_table, trace_examples
+    from lightning_cort.formats import CORT_HINT_CALCULATE, CoRTFormat
+    from lightning_cort.recipes import synth
+
+    summary = synth.main(["--synth.examples", "12", "--progress", "false", "--run_dir", str(tmp_path)])
+    assert summary["traces"] == 12 and summary["continuations"] == 12  # every text trace has a hand calculation
+    report = [json.loads(line) for line in (tmp_path / "synthesis.jsonl").read_text().splitlines()]
+    assert len(report) == 12 and sum(r["kept"] for r in report) == summary["kept"]
+    assert all(r["kept"] or r["rejected_by"] for r in report)
+    assert summary["kept"] >= 6, summary  # the default warm start answers nearly all of these correctly
+    rows = read_table(tmp_path / "sft.jsonl")
+    for row in rows:
+        assert CORT_HINT_CALCULATE + "\n```python\n" in row["completion"]
+        assert "```output\n" in row["completion"]
+        assert [m["role"] for m in row["messages"]][:2] == ["user", "assistant"]
+    examples = trace_examples(rows, tokenizer, CoRTFormat())
+    assert all(int((e.loss_mask == 0).sum()) > 0 for e in examples)
