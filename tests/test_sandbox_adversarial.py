@@ -41,8 +41,11 @@ def sb():
 
 def _sandbox_processes(sb: LocalSandbox) -> list[tuple[int, str]]:
     """Processes of the sandbox's execution uids (all of them are children's); without uid isolation, the server's
-    descendants other than itself."""
-    idle = set(sb.stats().get("idle", []))  # pre-forked children waiting for code are not leftovers
+    children other than the zygote that forks them."""
+    stats = sb.stats()
+    idle = set(stats.get("idle", []))  # pre-forked children waiting for code are not leftovers
+    if stats.get("zygote") is not None:
+        idle.add(stats["zygote"])
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -138,7 +138,7 @@ def _others_can_reach(path):
 # the child side
 def _set_limits(cfg, timeout, nproc):
     def lim(kind, value):
-        if value and value > 0:
+        if value > 0 or kind == resource.RLIMIT_CORE:  # a core-size limit of 0 is the point: no core dumps
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(kind, (value, value))
 

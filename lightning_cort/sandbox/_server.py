@@ -6,11 +6,15 @@ read from its stdin and answers on its stdout, both as 4-byte length-prefixed JS
 
 * ``{"id", "op": "run", "code", "session", "timeout"}`` → a result frame with the same ``id``;
 * ``{"op": "close_session", "session"}``;
-* ``{"id", "op": "stats"}`` → pids of the pre-forked idle children and counts of running, queued, sessions;
+* ``{"id", "op": "stats"}`` → pids of the pre-forked idle children and of the zygote, counts of running, queued,
+  sessions, zygote restarts;
 * ``{"op": "shutdown"}``.
 
-Each one-shot execution is a child forked from this process, so it pays no interpreter start or import cost; a
-session is a long-lived forked child that executes its cells in one namespace. Every child runs in its own process
+Each one-shot execution is a forked child of this process, so it pays no interpreter start or import cost; a
+session is a long-lived forked child that executes its cells in one namespace. The forks are done by a zygote
+(``_zygote.py``: a copy of this process made after preloading that does nothing but fork, so the event loop here is
+never the process being forked) unless it is switched off or unavailable; the children are this process's children
+either way. Every child runs in its own process
 group, under its own unprivileged uid when the server is root (so ``RLIMIT_NPROC`` caps fork bombs and every process
 the code left behind can be killed by uid), with resource limits, a private working directory, stdin on
 ``/dev/null``, and a scrubbed environment. The server enforces wall-clock deadlines by ``SIGKILL``, drains output
@@ -45,6 +49,8 @@ from _fork_child import (
     _run_session,
     _write_frame,
 )
+from _zygote import ZygoteForks, use_huge_pages
+from _zygote_child import encode_code
 
 del sys.path[0]  # children must not see the sandbox's own directory on their path
 
@@ -75,10 +81,11 @@ class _Proc:
         self.closing = False
         self.answered_early = False
         self.exited = None  # waitpid status once reaped
+        self.lean = False  # a one-shot child of the zygote: takes its code as an ``encode_code`` frame
         self.open_fds = {self.out_fd, self.err_fd, self.res_fd}
 
 
-class Server:
+class Server(ZygoteForks):
     def __init__(self, cfg):
         self.cfg = cfg
         self.notes = []
@@ -113,6 +120,15 @@ class Server:
         self.stopping = False
         with contextlib.suppress(Exception):  # orphaned descendants of children are reaped here, not by init
             ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        self.zygote = None
+        self.use_zygote = bool(cfg.get("zygote", True))
+        self.zygote_restarts = -1  # the first start is not a restart
+        self.forking = {}  # request tag -> (uid, workdir, server's pipe ends, session, time sent): asked of the zygote
+        self.fork_tag = 0
+        self.early_exits = {}  # pid -> (status, time): children reaped before the zygote's answer named them
+        self.session_forks = {}  # request tag -> _Proc, for _fork_via_zygote
+        if self.use_zygote and not self._start_zygote():
+            self.notes.append("zygote: unavailable on this system; the server forks the children itself")
 
     # -- main loop -------------------------------------------------------------------------------------------------
     def serve(self):
@@ -128,6 +144,8 @@ class Server:
                 elif kind == "wake":
                     with contextlib.suppress(BlockingIOError, InterruptedError):
                         os.read(self.wake_r, 4096)
+                elif kind == "zygote":
+                    self._on_zygote()
                 else:
                     self._on_output(key.fd)
             self._reap()
@@ -161,6 +179,9 @@ class Server:
             elif op == "shutdown":
                 self._shutdown()
             elif op == "stats":
+                deadline = time.monotonic() + 5.0  # every requested child counts as idle: wait for their pids
+                while self.forking and self.zygote is not None and time.monotonic() < deadline:
+                    self._on_zygote(wait=0.5)
                 self._reply(
                     msg,
                     {
@@ -169,12 +190,15 @@ class Server:
                         "running": self.running,
                         "queued": len(self.queue),
                         "sessions": len(self.sessions),
+                        "zygote": self.zygote.pid if self.zygote is not None else None,
+                        "zygote_restarts": max(0, self.zygote_restarts),
                     },
                 )
 
     def _shutdown(self):
         self.stopping = True
         self.queue.clear()
+        self._stop_zygote()
         for proc in list(self.procs.values()):
             proc.closing = True
             self._kill(proc)
@@ -190,6 +214,10 @@ class Server:
             if busy or (sid is not None and any(r.get("session") == sid for r in self.queue[:i])):
                 i += 1
                 continue
+            if not sid and not self.idle and self.use_zygote:
+                self._ask_for_children()
+                if not self.idle:
+                    break  # it starts (first) when the zygote's answer brings a child
             del self.queue[i]
             try:
                 self._start(req)
@@ -217,7 +245,12 @@ class Server:
                 self._fork_burst()
             proc = self.idle.pop()
             self._begin(proc, req, timeout)
-            _write_frame(proc.ctl_w, {"code": req["code"], "timeout": timeout})
+            if proc.lean:
+                view = memoryview(encode_code(req["code"], timeout))
+                while view:
+                    view = view[os.write(proc.ctl_w, view) :]
+            else:
+                _write_frame(proc.ctl_w, {"code": req["code"], "timeout": timeout})
 
     def _fork_burst(self):
         """Fork children for this request and the queued one-shot requests behind it, back to back.
@@ -237,6 +270,9 @@ class Server:
 
     def _refill(self):
         """Keep ``prefork`` isolated children waiting for code."""
+        if self.use_zygote:
+            self._ask_for_children()
+            return
         while len(self.idle) < self.cfg["prefork"] and not self.stopping and not self.queue:
             try:
                 self.idle.append(self._fork())
@@ -254,12 +290,9 @@ class Server:
 
     def _fork(self, session=None):
         """Fork an isolated child that waits on its control pipe: for one cell (one-shot) or for many (session)."""
-        uid = self.free_uids.pop() if self.use_uids else None
-        workdir = self._workdir(uid)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        ctl_r, ctl_w = os.pipe()
+        if self.use_zygote:
+            return self._fork_via_zygote(session)
+        uid, workdir, (out_r, err_r, res_r, ctl_w), (out_w, err_w, res_w, ctl_r) = self._child_resources()
         pid = os.fork()
         if pid == 0:  # child
             try:
@@ -274,6 +307,21 @@ class Server:
             os._exit(70)
         for fd in (out_w, err_w, res_w, ctl_r):
             os.close(fd)
+        return self._adopt(pid, uid, workdir, (out_r, err_r, res_r, ctl_w), session)
+
+    def _child_resources(self):
+        """A uid (under uid isolation), an empty working directory, and the four pipes of a new child: the server's
+        ends (stdout, stderr, result, control) and the child's."""
+        uid = self.free_uids.pop() if self.use_uids else None
+        workdir = self._workdir(uid)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        return uid, workdir, (out_r, err_r, res_r, ctl_w), (out_w, err_w, res_w, ctl_r)
+
+    def _adopt(self, pid, uid, workdir, ends, session):
+        out_r, err_r, res_r, ctl_w = ends
         proc = _Proc(pid, uid, workdir, (out_r, err_r, res_r), ctl_w, session)
         for fd, kind in ((out_r, "out"), (err_r, "err"), (res_r, "res")):
             os.set_blocking(fd, False)
@@ -365,6 +413,10 @@ class Server:
             if proc is not None:
                 proc.exited = status
                 self._on_exit(proc)
+            elif self.zygote is not None and pid == self.zygote.pid:
+                self._zygote_died()
+            elif self.forking:
+                self.early_exits[pid] = (status, time.monotonic())
 
     def _on_exit(self, proc):
         if proc in self.idle:
@@ -532,31 +584,6 @@ class Server:
                 break
 
 
-def _use_huge_pages():
-    """Back the preloaded heap with transparent huge pages where the kernel allows it (best effort).
-
-    ``fork()`` copies one page-table entry per 4 KiB page of the ~50 MB heap and the child's exit tears them down
-    again; with the heap in 2 MiB pages both cost a fraction (see docs/benchmarks.md). Pages a child writes are still
-    copied 4 KiB at a time. Needs ``MADV_COLLAPSE`` (Linux 6.1+); elsewhere nothing changes.
-    """
-    huge = 1 << 21
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        with open("/proc/self/maps") as f:
-            lines = f.read().splitlines()
-    except (OSError, AttributeError):
-        return
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 5 or parts[1][:2] != "rw" or (len(parts) > 5 and parts[5] != "[heap]"):
-            continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        lo, hi = (lo + huge - 1) & ~(huge - 1), hi & ~(huge - 1)
-        if hi > lo and libc.madvise(lo, hi - lo, 14) == 0:  # MADV_HUGEPAGE
-            libc.madvise(lo, hi - lo, 25)  # MADV_COLLAPSE
-
-
 def main():
     cfg = json.loads(sys.argv[1])
     for name in cfg["preload"]:
@@ -574,13 +601,14 @@ def main():
     gc.collect()
     gc.freeze()  # children's garbage collections skip the preloaded objects: fewer copy-on-write page copies
     if cfg.get("huge_pages", True):
-        _use_huge_pages()
+        use_huge_pages()
     os.environ.clear()
     os.environ.update(_CHILD_ENV)
     server = Server(cfg)
     try:
         server.serve()
     finally:
+        server._stop_zygote()
         shutil.rmtree(server.workroot, ignore_errors=True)
 
 

@@ -106,6 +106,9 @@ class LocalSandbox:
         prefork: Isolated children kept forked and waiting for code, so the fork is off the latency path.
         fork_burst: Most children forked back to back when executions are queued (1: one fork per execution).
         huge_pages: Back the preloaded heap with transparent huge pages (cheaper forks; Linux 6.1+, else ignored).
+        zygote: Fork the children from a zygote, a copy of the server made after preloading that does nothing but
+            fork, instead of from the server itself (cheaper forks and exits; Linux with glibc, else the server
+            forks them). The isolation of each execution is the same either way.
         isolate: Use namespaces and per-execution uids when running as root.
         nproc: Processes (and threads) one execution may have at once, when isolated.
         tmpfs_mb: Size of the private ``/tmp`` (and ``/var/tmp``, ``/dev/shm``) when isolated.
@@ -126,6 +129,7 @@ class LocalSandbox:
         prefork: int | None = None,
         fork_burst: int = 8,
         huge_pages: bool = True,
+        zygote: bool = True,
         isolate: bool = True,
         nproc: int = 64,
         tmpfs_mb: int = 256,
@@ -149,6 +153,7 @@ class LocalSandbox:
             "prefork": prefork if prefork is not None else (workers or os.cpu_count() or 1),
             "fork_burst": max(1, int(fork_burst)),
             "huge_pages": bool(huge_pages),
+            "zygote": bool(zygote),
             "isolate": isolate,
             "nproc": nproc,
             "tmpfs_mb": tmpfs_mb,
@@ -374,10 +379,16 @@ class LocalSandbox:
         return result
 
     def stats(self) -> dict[str, Any]:
-        """The server's state: ``idle`` (pids of pre-forked children waiting for code), ``running``, ``queued``,
-        ``sessions``."""
+        """The server's state.
+
+        Returns:
+            ``idle`` (pids of pre-forked children waiting for code), ``running``, ``queued``, ``sessions`` (counts),
+            ``zygote`` (pid of the process forking the children, ``None`` when the server forks them itself) and
+            ``zygote_restarts`` (how many times it died and was replaced).
+        """
         msg = self._submit({"op": "stats"}).result()
-        return {k: msg[k] for k in ("idle", "running", "queued", "sessions") if k in msg}
+        keys = ("idle", "running", "queued", "sessions", "zygote", "zygote_restarts")
+        return {k: msg[k] for k in keys if k in msg}
 
     # -- sessions --------------------------------------------------------------------------------------------------
     def open_session(self) -> str:
