@@ -153,3 +153,21 @@ def test_rft_round_with_nothing_kept_is_a_clear_error(tokenizer, trained_policy)
     trainer = _trainer([SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout], max_epochs=1)
     with pytest.raises(RuntimeError, match="passed the filters"):
         trainer.fit(module)
+
+
+def test_rft_round_with_nothing_kept_can_be_allowed(tokenizer, trained_policy):
+    import copy
+
+    rows = [{"prompt": r["prompt"], "answer": "not a number"} for r in _rows(2)]
+    policy = copy.deepcopy(trained_policy)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    module = RFTModule(policy, tokenizer, rows, samples_per_prompt=2, allow_empty_rounds=True)
+    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=64))
+    trainer = _trainer(
+        [SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout], max_epochs=2, reload_dataloaders_every_n_epochs=1
+    )
+    with pytest.warns(UserWarning, match="nothing to train on"):
+        trainer.fit(module)
+    # Lightning ends the fit at an epoch without batches: the empty first round is the last one.
+    assert [r["kept"] for r in module.rounds] == [0.0] and module.kept == []
+    assert all(torch.equal(p, before[n]) for n, p in policy.named_parameters())

@@ -60,6 +60,9 @@ class RFTModule(SFTModule):
         lr_schedule: ``constant`` or ``cosine``.
         min_lr_ratio: Floor of the cosine schedule.
         seed: Shuffling seed of the kept data.
+        allow_empty_rounds: When a round keeps nothing and there is no earlier round to reuse, train on nothing
+            (with a warning) instead of raising, for studies that report how many samples RFT kept. Lightning ends
+            the fit at an epoch without batches, so no further round is sampled and the policy is unchanged.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class RFTModule(SFTModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         min_lr_ratio: float = 0.05,
         seed: int = 0,
+        allow_empty_rounds: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -116,6 +120,7 @@ class RFTModule(SFTModule):
         self.epochs_per_round = epochs_per_round
         self.sampling = sampling
         self.seed = seed
+        self.allow_empty_rounds = allow_empty_rounds
         #: Set by :class:`~lightning_cort.callbacks.RolloutCallback` when the fit starts.
         self.rollout_engine: RolloutEngine | None = None
         #: Statistics of each round: sampled, kept, prompts_with_data, accuracy.
@@ -195,7 +200,12 @@ class RFTModule(SFTModule):
                 "filters; training on the previous round's data again"
             )
             pairs = self._previous
-        if not pairs:
+        if not pairs and self.allow_empty_rounds:
+            rank_zero_warn(
+                f"RFT round {len(self.rounds)}: none of {int(stats['sampled'])} sampled trajectories passed the "
+                "filters; nothing to train on this round"
+            )
+        elif not pairs:
             raise RuntimeError(
                 f"round {len(self.rounds)}: none of {int(stats['sampled'])} sampled trajectories passed the filters "
                 f"(accuracy {stats['accuracy']:.3f}); warm the policy up with SFT first, sample more per prompt, or "

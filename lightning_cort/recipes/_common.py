@@ -69,6 +69,8 @@ class WarmupConfig:
         epochs: Passes over them.
         lr: Peak learning rate (linear warm-up, then cosine decay).
         batch_size: Traces per step.
+        style: The traces: ``code`` (the prompt hint, one program, its output, the answer) or ``hint`` (CoRT's
+            Hint-Engineering shape: a step in words, Hint-1, the program, Hint-2, the answer).
         cache: Reuse a warm-started policy trained earlier with the same settings.
     """
 
@@ -76,6 +78,7 @@ class WarmupConfig:
     epochs: int = 6
     lr: float = 1.5e-3
     batch_size: int = 32
+    style: Literal["code", "hint"] = "code"
     cache: bool = True
 
 
@@ -228,7 +231,11 @@ def warm_start(
         {
             "v": 1,
             "model": dataclasses.asdict(model_cfg),
-            "warmup": {**dataclasses.asdict(warmup), "cache": None},
+            # style joined the settings later: leaving the default out keeps earlier caches valid.
+            "warmup": {
+                **{k: v for k, v in dataclasses.asdict(warmup).items() if (k, v) != ("style", "code")},
+                "cache": None,
+            },
             "task": [task.kinds, task.digits, task.seed],
             "format": code_format.name,
             "seed": seed,
@@ -279,7 +286,7 @@ def sft(
     from lightning_cort.modules.sft import SFTModule
     from lightning_cort.trajectory import collate_trajectories
 
-    examples = task_traces(task, tokenizer, code_format, warmup.examples, "code")
+    examples = task_traces(task, tokenizer, code_format, warmup.examples, warmup.style)
     steps = warmup.epochs * -(-len(examples) // warmup.batch_size)
     module = SFTModule(model, tokenizer, lr=warmup.lr, warmup_steps=max(1, steps // 20), lr_schedule="cosine")
     loader = torch.utils.data.DataLoader(

@@ -44,6 +44,8 @@ class RFTOptions:
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         mask_tool_output: Keep interpreter output out of the loss.
+        allow_empty_rounds: A first round that keeps nothing ends the run with the policy unchanged (with a warning)
+            instead of an error.
     """
 
     rounds: int = 2
@@ -60,6 +62,7 @@ class RFTOptions:
     lr: float = 1e-4
     weight_decay: float = 0.0
     mask_tool_output: bool = True
+    allow_empty_rounds: bool = False
 
 
 @dataclass
@@ -174,6 +177,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         weight_decay=r.weight_decay,
         mask_tool_output=r.mask_tool_output,
         seed=cfg.seed,
+        allow_empty_rounds=r.allow_empty_rounds,
     )
     vllm_kwargs = {
         "dtype": cfg.rollout.vllm_dtype,

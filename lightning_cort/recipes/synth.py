@@ -84,7 +84,8 @@ class SynthConfig:
         progress: Print progress.
         teacher: The model that continues the traces (empty ``name_or_path``: the tiny warm-started policy).
         task: The built-in task (when ``synth.traces`` is empty).
-        warmup: The tiny teacher's warm start.
+        warmup: The tiny teacher's warm start (on Hint-Engineering-style traces: a model must have seen prose
+            followed by a program to continue a trace cut at Hint-1).
         synth: Input, detector, review and sampling.
         rollout: Limits and backend of the teacher's rollouts.
     """
@@ -96,7 +97,7 @@ class SynthConfig:
     progress: bool = True
     teacher: PolicyConfig = field(default_factory=PolicyConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    warmup: WarmupConfig = field(default_factory=lambda: WarmupConfig(style="hint"))
     synth: SynthOptions = field(default_factory=SynthOptions)
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
