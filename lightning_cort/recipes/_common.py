@@ -52,12 +52,15 @@ class TaskConfig:
         digits: Operand size.
         seed: Seed of the problem streams.
         eval_size: Held-out problems for ``accuracy_before`` / ``accuracy_after`` (greedy).
+        train_offset: Position in the training stream of the first problem RL and RFT use (default: right after the
+            warm start's ``warmup.examples`` traces, so they see new problems).
     """
 
     kinds: list[str] = field(default_factory=lambda: ["multiply", "modpow", "series_sum", "gcd", "lcm", "prime_count"])
     digits: int = 3
     seed: int = 0
     eval_size: int = 200
+    train_offset: int | None = None
 
 
 @dataclass

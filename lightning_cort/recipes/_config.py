@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from lightning_cort.formats.base import CodeFormat
     from lightning_cort.models.architectures import Architecture
     from lightning_cort.planner import MemoryPlan
-    from lightning_cort.recipes._common import WarmupConfig
+    from lightning_cort.recipes._common import TaskConfig, WarmupConfig
     from lightning_cort.tasks.calculator import CalculatorTask
 
 
@@ -422,6 +422,11 @@ def check_plan(plan: MemoryPlan, config: PlanConfig, trainer: TrainerConfig) -> 
         from lightning_cort.planner import format_plan
 
         raise RuntimeError("the memory plan says this run does not fit:\n" + format_plan(plan))
+
+
+def train_offset(task: TaskConfig, warmup: WarmupConfig) -> int:
+    """Where RL and RFT start in the built-in task's training stream (after the warm start's traces by default)."""
+    return task.train_offset if task.train_offset is not None else warmup.examples
 
 
 def load_problem_rows(data: DataConfig, task: CalculatorTask, n: int, start: int = 0) -> list[dict[str, Any]]:

@@ -147,6 +147,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         check_rollout_backend,
         engine_config,
         load_problem_rows,
+        train_offset,
     )
     from lightning_cort.sandbox import LocalSandbox
     from lightning_cort.tasks.calculator import CalculatorTask
@@ -159,7 +160,8 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         progress=cfg.progress, meta=meta,
     )  # fmt: skip
     r = cfg.rft
-    rows = [{"prompt": "placeholder"}] if meta else load_problem_rows(cfg.data, task, r.prompts, cfg.warmup.examples)
+    start = train_offset(cfg.task, cfg.warmup)
+    rows = [{"prompt": "placeholder"}] if meta else load_problem_rows(cfg.data, task, r.prompts, start)
     rollout = engine_config(cfg.rollout, r.temperature, r.top_p)
     module = RFTModule(
         model,

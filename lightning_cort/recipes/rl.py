@@ -161,7 +161,13 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback, TokenEfficiencyCallback
     from lightning_cort.formats import get_format
     from lightning_cort.modules.grpo import GRPOModule
-    from lightning_cort.recipes._config import build_policy, build_strategy, check_rollout_backend, load_problem_rows
+    from lightning_cort.recipes._config import (
+        build_policy,
+        build_strategy,
+        check_rollout_backend,
+        load_problem_rows,
+        train_offset,
+    )
     from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
     from lightning_cort.sandbox import LocalSandbox
     from lightning_cort.tasks.calculator import CalculatorTask
@@ -210,7 +216,11 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
         TokenEfficiencyCallback(),
     ]
     # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.
-    rows = [] if meta else load_problem_rows(cfg.data, task, g.steps * g.prompts_per_step, start=cfg.warmup.examples)
+    rows = (
+        []
+        if meta
+        else load_problem_rows(cfg.data, task, g.steps * g.prompts_per_step, start=train_offset(cfg.task, cfg.warmup))
+    )
     return {
         "format": fmt,
         "task": task,
