@@ -52,6 +52,7 @@ class TaskConfig:
         digits: Operand size.
         seed: Seed of the problem streams.
         eval_size: Held-out problems for ``accuracy_before`` / ``accuracy_after`` (greedy).
+        eval_before: Also evaluate before training (``accuracy_before``); off saves a held-out pass.
         train_offset: Position in the training stream of the first problem RL and RFT use (default: right after the
             warm start's ``warmup.examples`` traces, so they see new problems).
     """
@@ -60,6 +61,7 @@ class TaskConfig:
     digits: int = 3
     seed: int = 0
     eval_size: int = 200
+    eval_before: bool = True
     train_offset: int | None = None
 
 

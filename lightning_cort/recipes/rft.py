@@ -243,7 +243,7 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
     greedy = engine_config(cfg.rollout)
     single = world_size(cfg.trainer) == 1
     held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
-    before, _ = greedy_eval(model, tokenizer, held_out, fmt, greedy)
+    before, _ = greedy_eval(model, tokenizer, held_out if cfg.task.eval_before else [], fmt, greedy)
 
     trainer = build_trainer(
         cfg.trainer,

@@ -268,7 +268,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     rollout_cfg = rollout_config(cfg)
     single = world_size(cfg.trainer) == 1
     held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
-    before, _ = greedy_eval(model, tokenizer, held_out, fmt, rollout_cfg)
+    before, _ = greedy_eval(model, tokenizer, held_out if cfg.task.eval_before else [], fmt, rollout_cfg)
 
     g = cfg.grpo
     efficiency = parts["callbacks"][-1]

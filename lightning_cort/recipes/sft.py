@@ -225,7 +225,7 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     rollout = engine_config(cfg.rollout)
     single = world_size(cfg.trainer) == 1
     held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
-    before, _ = greedy_eval(model, tokenizer, held_out, fmt, rollout)
+    before, _ = greedy_eval(model, tokenizer, held_out if cfg.task.eval_before else [], fmt, rollout)
 
     examples = parts["examples"]
     loader = ResumableDataLoader(

@@ -258,13 +258,24 @@ def text_trace(problem: Problem, fmt: CodeFormat | None = None) -> str:
     )
 
 
+#: The reasoning a Hint-Engineering trace writes before the hand calculation it hands to the interpreter instead.
+PLANS: dict[str, str] = {
+    "multiply": "Multiplying these by hand means adding up partial products.",
+    "modpow": "By hand this needs repeated squaring modulo the divisor.",
+    "series_sum": "The sum of an arithmetic series is (first + last) * count / 2.",
+    "gcd": "The Euclidean algorithm gives the greatest common divisor.",
+    "lcm": "The least common multiple is the product divided by the greatest common divisor.",
+    "prime_count": "By hand I would have to test every number below the bound for primality.",
+}
+
+
 def hint_trace(problem: Problem, output: str, fmt: CodeFormat | None = None) -> str:
-    """A Hint-Engineering-style completion: the prompt hint, the first step in words, Hint-1 where the hand
+    """A Hint-Engineering-style completion: the prompt hint, a sentence of reasoning, Hint-1 where the hand
     calculation would start and the program that does it instead, then Hint-2 and the answer taken from the output
     without re-verifying it (CoRT's hand-annotated traces have this shape)."""
     fmt = fmt or CoRTFormat()
     value = output.strip()
-    first = f"{problem.steps[0]}\n" if problem.steps else ""
+    first = f"{PLANS[problem.kind]}\n"
     return (
         f"{CORT_PROMPT_HINT}.\n{first}{CORT_HINT_CALCULATE}\n{fmt.render_call(problem.code)}"
         f"{fmt.render_output(value)}{CORT_HINT_TRUST} So the result is {value}.\n</think>\n\n"
