@@ -60,7 +60,9 @@ def _sandbox_processes(sb: LocalSandbox) -> list[tuple[int, str]]:
         state = fields["State"].split()[0]
         if state == "Z" or int(entry) in idle:
             continue
-        if (sb.uid_isolation and 61000 <= uid < 61000 + 4096) or (not sb.uid_isolation and ppid == sb.server_pid):
+        if (sb.uid_isolation and sb.uid_range[0] <= uid < sb.uid_range[1]) or (
+            not sb.uid_isolation and ppid == sb.server_pid
+        ):
             out.append((int(entry), state))
     return out
 

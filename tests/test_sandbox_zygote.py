@@ -80,10 +80,10 @@ def test_executions_are_the_same_with_and_without_the_zygote():
 
 def test_children_are_the_servers_children():
     with LocalSandbox(timeout=5) as sb:
-        stats = sb.stats()
-        assert stats["zygote"] not in (None, sb.server_pid)
         r = sb.run("import os\nprint(os.getppid())")
         assert r.stdout == f"{sb.server_pid}\n"
+        stats = sb.stats()
+        assert stats["zygote"] not in (None, sb.server_pid)
         for pid in stats["idle"]:
             assert f"\nPPid:\t{sb.server_pid}\n" in Path(f"/proc/{pid}/status").read_text()
 
@@ -142,3 +142,15 @@ def test_the_zygote_dies_with_the_server():
         assert sb.run("print(2)").stdout in ("2\n", "")  # the first call may report the dead server
         assert sb.run("print(3)").stdout == "3\n"
         assert sb.stats()["zygote"] not in (None, zygote)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="uid isolation needs root")
+def test_sandboxes_alive_together_use_different_uids():
+    """An execution ends by killing every process of its uid: two sandboxes sharing uids would kill each other's."""
+    with LocalSandbox(timeout=5) as a, LocalSandbox(timeout=5, zygote=False) as b:
+        assert a.uid_range[1] <= b.uid_range[0] or b.uid_range[1] <= a.uid_range[0]
+        waiting = b.stats()["idle"]
+        results = a.run_many(["import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('alone')"] * 50)
+        assert all(r.stdout == "alone\n" for r in results)  # kill(-1) spares the caller, reaches only its uid
+        assert all(_alive(pid) for pid in waiting)
+        assert b.run("print(1)").stdout == "1\n"

@@ -25,7 +25,6 @@ This file imports nothing from lightning_cort: it must start fast and survive an
 
 import contextlib
 import ctypes
-import errno
 import io
 import json
 import os
@@ -49,6 +48,7 @@ from _fork_child import (
     _run_session,
     _write_frame,
 )
+from _uids import UidsAndWorkdirs, _reserve_uids
 from _zygote import ZygoteForks, use_huge_pages
 from _zygote_child import encode_code
 
@@ -85,13 +85,16 @@ class _Proc:
         self.open_fds = {self.out_fd, self.err_fd, self.res_fd}
 
 
-class Server(ZygoteForks):
+class Server(UidsAndWorkdirs, ZygoteForks):
     def __init__(self, cfg):
         self.cfg = cfg
         self.notes = []
-        self.tmp_root = _isolate_server(cfg, self.notes)
         self.use_uids = IS_ROOT and cfg["isolate"]
-        self.free_uids = list(range(cfg["uid_base"], cfg["uid_base"] + cfg["uid_count"]))[::-1]
+        self.uid_base, self.uid_lock = cfg["uid_base"], None
+        if self.use_uids:
+            self.uid_base, self.uid_lock = _reserve_uids(cfg["uid_base"], cfg["uid_count"], self.notes)
+        self.tmp_root = _isolate_server(cfg, self.notes)
+        self.free_uids = list(range(self.uid_base, self.uid_base + cfg["uid_count"]))[::-1]
         self.workroot = tempfile.mkdtemp(prefix="lc_sandbox_", dir=self.tmp_root)
         os.chmod(self.workroot, 0o711)
         self.sel = selectors.DefaultSelector()
@@ -133,7 +136,14 @@ class Server(ZygoteForks):
     # -- main loop -------------------------------------------------------------------------------------------------
     def serve(self):
         _write_frame(
-            self.out_fd, {"op": "ready", "pid": os.getpid(), "notes": self.notes, "uid_isolation": self.use_uids}
+            self.out_fd,
+            {
+                "op": "ready",
+                "pid": os.getpid(),
+                "notes": self.notes,
+                "uid_isolation": self.use_uids,
+                "uid_range": [self.uid_base, self.uid_base + self.cfg["uid_count"]],
+            },
         )
         while not (self.stopping and not self.procs):
             timeout = self._next_timeout()
@@ -523,65 +533,6 @@ class Server(ZygoteForks):
             with contextlib.suppress(OSError):
                 os.close(proc.ctl_w)
         self._release_workdir(proc.uid, proc.workdir)
-
-    def _workdir(self, uid):
-        """An empty working directory for a child: one kept per uid (emptied after use), or a fresh one."""
-        if uid is None:
-            return tempfile.mkdtemp(dir=self.workroot)
-        path = os.path.join(self.workroot, str(uid))
-        if not os.path.isdir(path):
-            os.mkdir(path, 0o700)
-            os.chown(path, uid, uid)
-        return path
-
-    def _release_workdir(self, uid, path):
-        if uid is None:
-            shutil.rmtree(path, ignore_errors=True)
-            return
-        try:
-            if os.listdir(path):  # the code left files: remove them (and any permissions it changed)
-                shutil.rmtree(path, ignore_errors=True)
-            st = os.stat(path) if os.path.exists(path) else None
-            if st is None or st.st_uid != uid or (st.st_mode & 0o777) != 0o700:
-                shutil.rmtree(path, ignore_errors=True)
-                os.mkdir(path, 0o700)
-                os.chown(path, uid, uid)
-        except OSError:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def _sweep(self, proc):
-        """Kill what an exited child left behind (grandchildren, daemons, escaped process groups).
-
-        Under uid isolation, a child that finished normally has already done this itself (``kill(-1)`` as its uid,
-        which reaches exactly its own leftovers, at no cost); after a crash, a timeout or a session's end the server
-        does it with a helper process that takes the uid. Without uid isolation only the process group is killed.
-        """
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        cleaned_itself = proc.answered_early or (proc.res_raw and not proc.session and not proc.timed_out)
-        if proc.uid is not None and not cleaned_itself:
-            self._kill_uid(proc.uid)
-
-    def _kill_uid(self, uid):
-        """Kill every process running as ``uid`` (grandchildren that escaped the process group): a helper that
-        becomes ``uid`` and sends ``kill(-1, SIGKILL)`` reaches exactly those."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgid(uid)
-                os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
-            except OSError as e:
-                os._exit(0 if e.errno == errno.ESRCH else 1)
-            os._exit(0)
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
 
 
 def main():

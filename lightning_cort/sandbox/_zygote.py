@@ -186,12 +186,10 @@ def _zygote_main(cfg, sock, server_pid):
         os._exit(0)
     prep = Prepared(cfg)
     prep.install()
-    prep.warm()
     cloner.trim_hooks()
     if cfg.get("huge_pages", True):
         use_huge_pages(all_anonymous=True)
-    gc.collect()
-    gc.freeze()  # children's collections skip everything the zygote holds
+    gc.freeze()  # children's collections skip what the zygote holds (the server collected before its own freeze)
     sock.send(b"ok")
     _serve(cfg, sock, cloner, prep)
 

@@ -5,7 +5,7 @@ reference count written, so a child's cost is roughly the number of distinct obj
 snippet most of those were the setup's, not the snippet's (page faults counted per phase: building the three standard
 streams ~110, JSON decoding of the code ~45, ``os.environ`` and ``contextlib`` machinery ~50). Here the zygote
 prepares once what every child needs (:class:`Prepared`: the standard streams on descriptors 0-2, the limits, the
-encoded environment keys, warmed code paths), so a child does only what is its own: session and process group,
+encoded environment keys, the seeding functions), so a child does only what is its own: session and process group,
 descriptors, limits, working directory, uid, environment entries, random seeds. It then reads its code in a small
 binary frame (:func:`encode_code`) and writes its result in the format ``_server.py`` reads from every one-shot
 child. Sessions keep the general path (``_child_setup``/``_run_session``): their setup is paid once per session.
@@ -80,26 +80,6 @@ class Prepared:
         self.replaced = sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__
         sys.stdin, sys.stdout, sys.stderr = self.stdin, self.stdout, self.stderr
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = self.stdin, self.stdout, self.stderr
-
-    def warm(self):
-        """Run the child's code paths a few times here, so the children find them compiled and specialised by the
-        interpreter instead of writing to them (output goes to ``/dev/null``)."""
-        null = os.open(os.devnull, os.O_WRONLY)
-        saved = os.dup(1)
-        os.dup2(null, 1)
-        try:
-            for _ in range(20):
-                _exec_cell("print(1 + 1)", {"__name__": "__main__", "__builtins__": __builtins__})
-                self.stdout.flush()
-                frame = encode_code("print(1 + 1)", 5.0)
-                n, _ = CODE_HEADER.unpack_from(frame)
-                frame[CODE_HEADER.size : CODE_HEADER.size + n].decode("utf-8", "surrogatepass")
-                os.putenv(b"LC_SANDBOX_WARM", b"1")
-        finally:
-            os.unsetenv(b"LC_SANDBOX_WARM")
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(null)
 
 
 def run_one_shot(prep, uid, workdir, out_w, err_w, res_w, ctl_r):

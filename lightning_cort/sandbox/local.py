@@ -114,7 +114,9 @@ class LocalSandbox:
         tmpfs_mb: Size of the private ``/tmp`` (and ``/var/tmp``, ``/dev/shm``) when isolated.
         cort_replay: CoRT's executor semantics for sessions (see the module docstring).
         python: Interpreter that runs the server (default: this one, so the same packages are importable).
-        uid_base: First of the unprivileged uids given to executions (``uid_base .. uid_base + 4096``).
+        uid_base: First of the unprivileged uids given to executions (``uid_base .. uid_base + 4096``); a server
+            takes the next range of 4096 when another live sandbox on this machine holds it (see
+            :attr:`uid_range`).
     """
 
     def __init__(
@@ -171,6 +173,8 @@ class LocalSandbox:
         self.isolation_notes: list[str] = []
         #: Whether each execution runs under its own unprivileged uid.
         self.uid_isolation = False
+        #: The uids this sandbox's executions run under (``start, stop``), no other live sandbox's.
+        self.uid_range: tuple[int, int] = (uid_base, uid_base + 4096)
         #: How many times the server had to be restarted after dying.
         self.restarts = 0
         self._start()
@@ -197,6 +201,7 @@ class LocalSandbox:
             raise RuntimeError(f"the sandbox server failed to start: {err or 'no ready message'}")
         self.isolation_notes = list(ready.get("notes", []))
         self.uid_isolation = bool(ready.get("uid_isolation"))
+        self.uid_range = tuple(ready.get("uid_range", self.uid_range))  # type: ignore[assignment]
         self._proc = proc
         threading.Thread(target=self._read_loop, args=(proc,), daemon=True, name="sandbox-reader").start()
         threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True, name="sandbox-stderr").start()
