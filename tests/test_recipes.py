@@ -239,7 +239,7 @@ def test_synth_recipe_end_to_end_feeds_the_sft_recipe(tmp_path, tokenizer):
     summary = synth.main([*args, *brief])
     report = [json.loads(line) for line in (tmp_path / "synthesis.jsonl").read_text().splitlines()]
     assert summary["traces"] == 12 and len(report) == 12
-    # gcd and lcm traces open with Euclid's steps on the operands themselves, which restate the problem: no point.
+    # prime_count traces list the primes without any multi-digit arithmetic: the detector proposes no point there.
     no_point = [r for r in report if r["point"] is None]
     assert all(r["rejected_by"] == ["no calculate point"] for r in no_point)
     assert summary["continuations"] == 12 - len(no_point) >= 8
