@@ -139,14 +139,16 @@ def batch(sb: LocalSandbox, n: int) -> dict[str, float]:
 
 
 def sustained(sb: LocalSandbox, previous: LocalSandbox, n_big: int, n: int, reps: int) -> dict[str, Any]:
-    """One long ``run_many`` on the default sandbox, then the two designs alternated ``reps`` times."""
+    """One long ``run_many`` on the default sandbox, then the two designs alternated ``reps`` times (the order flips
+    every time: the second of a pair tends to run a little faster)."""
     out: dict[str, Any] = {"load_start": load()}
     busy0, total0 = cpu_times()
     out["big"] = batch(sb, n_big)
     out["n_big"] = n_big
     runs: dict[str, list[dict[str, float]]] = {"zygote": [], "previous": []}
-    for _ in range(reps):
-        for name, box in (("previous", previous), ("zygote", sb)):
+    pair = (("previous", previous), ("zygote", sb))
+    for i in range(reps):
+        for name, box in pair if i % 2 == 0 else pair[::-1]:
             runs[name].append(batch(box, n))
     busy1, total1 = cpu_times()
     out.update(n=n, reps=reps, runs=runs, load_end=load(), busy=(busy1 - busy0) / max(1, total1 - total0))
@@ -267,7 +269,7 @@ def full_run(quick: bool, soak_n: int) -> dict[str, Any]:
         with LocalSandbox(timeout=10, zygote=False, uid_base=PREVIOUS_UIDS) as previous:
             for _ in range(20):
                 previous.run(TRIVIAL)
-            data["sustained"] = sustained(sb, previous, 2 * n_triv, n_triv, 3)
+            data["sustained"] = sustained(sb, previous, 2 * n_triv, n_triv, 4)
 
         # Timeout: how long after the deadline a runaway is killed and reported.
         overshoot = []
@@ -322,8 +324,8 @@ def sustained_lines(s: dict[str, Any]) -> list[str]:
         f"- sustained trivial executions, `run_many` of {s['n_big']} at 2 workers: **{s['big']['rate']:.0f} exec/s** "
         f"(load average {s['load_start']:.2f} at the start of this part, {s['load_end']:.2f} at its end; the machine's "
         f"CPUs were {100 * s['busy']:.0f}% busy during it)",
-        f"- alternated {s['reps']}× with the previous server (`LocalSandbox(zygote=False)`: the server forks the "
-        f"children itself), {s['n']} executions each: {_med(p, 'rate'):.0f} exec/s previous vs "
+        f"- alternated {s['reps']}× (order flipped each time) with the previous server (`LocalSandbox(zygote=False)`: "
+        f"the server forks the children itself), {s['n']} executions each: {_med(p, 'rate'):.0f} exec/s previous vs "
         f"**{_med(z, 'rate'):.0f} exec/s** zygote (median; zygote min {min(r['rate'] for r in z):.0f}), "
         f"**{ratio:.2f}x** (median of the paired ratios)",
         f"- CPU per execution, every process counted (server, zygote, children, client): {_med(p, 'cpu_ms'):.2f} ms "
@@ -424,16 +426,16 @@ def render(data: dict[str, Any]) -> str:
 
 EXPLANATION = [
     "How the sandbox gets there: every execution is a fresh child of a process that has numpy and sympy loaded, so "
-    "the cost of an execution is mostly the kernel's — copying the page tables of the ~75 MB image at `fork()`, "
-    "tearing them down at exit, and copying every page the child writes (copy-on-write). The children are forked by "
-    "a *zygote*, a copy of the server made once after preloading that does nothing but fork: its memory stays in "
-    "transparent huge pages (fewer page-table entries to copy and tear down) and it writes few pages between forks, "
-    "where the server's event loop wrote hundreds. The zygote prepares what every one-shot child needs (standard "
-    "streams, limits, seeding functions, a binary code frame instead of JSON) and leaves out the interpreter's "
-    "after-fork hooks that only matter with other threads, so a child copies far fewer pages before it runs the "
-    "code. Children are created with `clone3(CLONE_PARENT)`: they remain the server's children, with the same "
-    "isolation as before. Measurements behind each choice, and what did not help, are in docs/design-notes.md "
-    '("Sandbox throughput").',
+    "an execution costs mostly kernel work — copying the page tables of ~55 MB of private memory at `fork()`, tearing "
+    "them down at exit, copying every page the child writes (copy-on-write). The children are forked by a *zygote*, "
+    "a copy of the server made once after preloading that does nothing but fork: it collapses its memory into "
+    "transparent huge pages, and as it writes few pages between forks (the server's event loop wrote hundreds, "
+    "splitting its huge pages and copying each written page again after every fork) about half of that memory stays "
+    "in huge pages, each one page-table entry to copy instead of 512. The zygote also prepares what every one-shot "
+    "child needs (standard streams, limits, numpy's seeding, a binary code frame instead of JSON), so a child copies "
+    "far fewer pages before it runs the code. Children are created with `clone3(CLONE_PARENT)`: they remain the "
+    "server's children, isolated as before. Measurements behind each choice, and what did not help: "
+    'docs/design-notes.md ("Sandbox throughput").',
 ]
 
 
@@ -454,7 +456,7 @@ def main() -> None:
     args = ap.parse_args()
     data = stored_data()
     if args.sustained_only:
-        data["quiet"] = quiet_run(args.wait, 300 if args.quick else 2000, 3)
+        data["quiet"] = quiet_run(args.wait, 300 if args.quick else 2000, 4)
     else:
         data["full"] = full_run(args.quick, 1000 if args.quick else args.soak)
     section = render(data)

@@ -10,10 +10,10 @@ no copy-on-write faults. The server sends it one request per child (uid, working
 the four pipes as ``SCM_RIGHTS``) over a ``SOCK_SEQPACKET`` socket; the zygote answers with the child's pid.
 
 The children are created with ``clone3(CLONE_PARENT)``, so their parent is the server, exactly as if it had forked
-them: it reaps them, gets their exit status and ``SIGCHLD``, and nothing about their isolation changes (they run the
-same ``_child_setup``: own session and process group, own uid, limits, scrubbed streams). The zygote runs in the
-server's namespaces and process group, dies with the server (``PR_SET_PDEATHSIG``) and is respawned by the server
-when it dies.
+them: it reaps them, gets their exit status and ``SIGCHLD``, and nothing about their isolation changes (own session
+and process group, own uid, limits, scrubbed environment and streams: sessions run ``_child_setup``, one-shot
+children the equivalent, cheaper setup of ``_zygote_child.py``). The zygote runs in the server's namespaces and
+process group, dies with the server (``PR_SET_PDEATHSIG``) and is respawned by the server when it dies.
 
 Like the rest of the server, this file imports nothing from lightning_cort.
 """
@@ -80,38 +80,12 @@ class _Cloner:
         # With CLONE_PARENT the exit signal must be 0: the child inherits the caller's (SIGCHLD, to the server).
         self._args = (ctypes.c_uint64 * 8)(flags, 0, tid_addr, 0, 0, 0, 0, 0)
 
-        self._hooks = self._all_hooks = None
-
-    def trim_hooks(self):
-        """Leave out the interpreter's after-fork hooks that only matter for a process with other threads or whose
-        work the children redo anyway: ``threading``'s and ``logging``'s (re-create locks, which nobody holds in the
-        single-threaded zygote) and ``random``'s (reseeding: every child seeds itself). They cost a trivial child
-        ~180 copied pages. Children get the full list back, so a fork inside the sandbox runs every hook."""
-        threading_hook = getattr(sys.modules.get("threading"), "_after_fork", None)
-        if threading_hook is None:
-            return
-        gc.unfreeze()  # the hook list is among the frozen objects, which get_referrers does not see
-        try:
-            lists = [x for x in gc.get_referrers(threading_hook) if type(x) is list]
-        finally:
-            gc.freeze()
-        if len(lists) != 1:
-            return
-        skip = [threading_hook, getattr(sys.modules.get("logging"), "_after_at_fork_child_reinit_locks", None)]
-        random = sys.modules.get("random")
-        if random is not None:
-            skip.append(random._inst.seed)
-        self._hooks, self._all_hooks = lists[0], list(lists[0])
-        self._hooks[:] = [h for h in self._all_hooks if not any(h == k for k in skip if k is not None)]
-
     def clone(self):
         """Returns 0 in the child and the child's pid in the caller."""
         self._before()
         pid = self._syscall(SYS_CLONE3, ctypes.addressof(self._args), ctypes.sizeof(self._args))
         if pid == 0:
             self._child()
-            if self._hooks is not None:
-                self._hooks[:] = self._all_hooks
             return 0
         err = ctypes.get_errno()
         self._parent()
@@ -186,7 +160,6 @@ def _zygote_main(cfg, sock, server_pid):
         os._exit(0)
     prep = Prepared(cfg)
     prep.install()
-    cloner.trim_hooks()
     if cfg.get("huge_pages", True):
         use_huge_pages(all_anonymous=True)
     gc.freeze()  # children's collections skip what the zygote holds (the server collected before its own freeze)

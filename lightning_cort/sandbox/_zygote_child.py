@@ -5,8 +5,8 @@ reference count written, so a child's cost is roughly the number of distinct obj
 snippet most of those were the setup's, not the snippet's (page faults counted per phase: building the three standard
 streams ~110, JSON decoding of the code ~45, ``os.environ`` and ``contextlib`` machinery ~50). Here the zygote
 prepares once what every child needs (:class:`Prepared`: the standard streams on descriptors 0-2, the limits, the
-encoded environment keys, the seeding functions), so a child does only what is its own: session and process group,
-descriptors, limits, working directory, uid, environment entries, random seeds. It then reads its code in a small
+encoded environment keys, numpy's seeding function), so a child does only what is its own: session and process group,
+descriptors, limits, working directory, uid, environment entries, numpy's seed. It then reads its code in a small
 binary frame (:func:`encode_code`) and writes its result in the format ``_server.py`` reads from every one-shot
 child. Sessions keep the general path (``_child_setup``/``_run_session``): their setup is paid once per session.
 """
@@ -68,9 +68,7 @@ class Prepared:
             os.dup2(saved[1], 2)
             for fd in (r, w, *saved):
                 os.close(fd)
-        random = sys.modules.get("random")
-        self.random = random._inst if random is not None else None
-        self.random_seed = random.Random.__mro__[1].seed if random is not None else None  # the C seeding
+        # ``random`` reseeds itself in every child (its after-fork hook); numpy's global generator does not.
         np = sys.modules.get("numpy")
         self.np_seed = np.random.seed if np is not None and hasattr(np, "random") else None
 
@@ -110,13 +108,9 @@ def run_one_shot(prep, uid, workdir, out_w, err_w, res_w, ctl_r):
     os.putenv(prep.home, path)
     os.putenv(prep.tmpdir, path)
     prep.environ[prep.home] = prep.environ[prep.tmpdir] = path
-    seed = os.urandom(16)
-    if prep.random is not None:
-        prep.random_seed(prep.random, int.from_bytes(seed, "little"))
-        prep.random.gauss_next = None
     if prep.np_seed is not None:
         try:
-            prep.np_seed(int.from_bytes(seed[:4], "little"))
+            prep.np_seed(int.from_bytes(os.urandom(4), "little"))
         except Exception:
             pass
     # Inherited from the zygote as they are: the standard streams (``Prepared.install``) and the signals (SIGINT
