@@ -20,7 +20,8 @@ activations            per token and layer: ``4h + 2·q + 2·kv + 4I`` saved ele
                        q/k/v/output with SDPA, SwiGLU gate/up/product); with activation checkpointing only each
                        layer's input (``h``) plus one layer recomputed
 logits                 completion positions × vocabulary × (b + 12 B): the logits, their fp32 copy and
-                       log-softmax, and its gradient (+8 B with the entropy bonus)
+                       log-softmax, and its gradient (+8 B with the entropy bonus); with chunked log-probs only
+                       ``logprob_chunk_size`` positions at a time (one device and DDP)
 HF rollout KV          concurrent sequences × length × layers × 2 × kv heads × head dim × b
 vLLM                   ``gpu_memory_utilization`` × GPU memory, which must hold its merged bf16 weights (/ tensor
                        parallel size) and the KV cache of the concurrent sequences
@@ -63,6 +64,7 @@ class PlanInput:
         sequence_length: Prompt plus completion tokens of the longest sequence.
         completion_length: Completion tokens (positions whose logits are materialised).
         entropy: The entropy bonus keeps the probabilities too.
+        logprob_chunk_size: Positions whose logits exist at once (chunked log-probs; not under FSDP2), or ``None``.
         rollout_backend: ``hf``, ``vllm`` or ``none`` (SFT).
         rollout_sequences: Sequences generated at once on this GPU.
         rollout_length: Their length (prompt plus completion budget).
@@ -88,6 +90,7 @@ class PlanInput:
     sequence_length: int = 4096
     completion_length: int = 4096
     entropy: bool = False
+    logprob_chunk_size: int | None = None
     rollout_backend: Literal["hf", "vllm", "none"] = "none"
     rollout_sequences: int = 0
     rollout_length: int = 0
@@ -183,7 +186,8 @@ def plan_memory(p: PlanInput) -> MemoryPlan:
         persistent["reference copy"] = reference
     persistent["CUDA context, workspaces"] = p.overhead_gb * GiB
     tokens = p.micro_batch_sequences * p.sequence_length
-    positions = p.micro_batch_sequences * p.completion_length
+    chunked = p.logprob_chunk_size and shards == 1 and p.logprob_chunk_size < p.completion_length
+    positions = p.micro_batch_sequences * (p.logprob_chunk_size if chunked else p.completion_length)
     plan.training = {
         **persistent,
         "gradients": grads,

@@ -3,6 +3,7 @@ nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -109,6 +110,20 @@ def test_a_dead_zygote_is_replaced_and_the_next_execution_succeeds():
         r = sb.run("print(x + 1)", session=sid)
         assert r.stdout == "42\n" and not r.session_restarted
         assert sb.restarts == 0
+
+
+def test_a_stuck_zygote_is_replaced():
+    with LocalSandbox(timeout=5) as sb:
+        stuck = sb.stats()["zygote"]
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            results = sb.run_many(["print('after')"] * 6)  # more than the children forked ahead
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGCONT)
+        assert [r.stdout for r in results] == ["after\n"] * 6
+        assert _wait_dead(stuck)
+        assert sb.stats()["zygote"] not in (None, stuck)
 
 
 def test_killing_the_zygote_during_a_batch_loses_no_execution():

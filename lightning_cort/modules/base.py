@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
-from lightning_cort.losses import token_logprobs
+from lightning_cort.losses import entropy_from_logits, token_logprobs
 from lightning_cort.trajectory import TrajectoryBatch
 
 if TYPE_CHECKING:
@@ -24,6 +24,12 @@ class PolicyModule(L.LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
     """
+
+    #: Completion positions whose logits are materialised at a time (``None``: all at once). Long completions times a
+    #: large vocabulary make the logits the largest tensor of a step (16k positions × 152k × fp32 ≈ 10 GB); in chunks
+    #: under activation checkpointing only one chunk's logits exist at a time. Used on one device and under DDP;
+    #: FSDP2-sharded policies compute all positions at once.
+    logprob_chunk_size: int | None = None
 
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lr: float = 1e-5, weight_decay: float = 0.0
@@ -64,6 +70,8 @@ class PolicyModule(L.LightningModule):
         """
         batch = batch.to(self.device)
         t = batch.completion_ids.shape[1]
+        if not return_logits and self._chunking(t):
+            return self._chunked(batch, temperature, entropy=False)[0]
         out = self.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -74,3 +82,57 @@ class PolicyModule(L.LightningModule):
         logits = out.logits[:, :-1]  # position P-1+k predicts completion token k; [B, T, V]
         logp = token_logprobs(logits, batch.completion_ids, temperature)
         return (logp, logits) if return_logits else logp
+
+    def completion_logprobs_and_entropy(
+        self, batch: TrajectoryBatch, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of the completion tokens and the entropy of ``softmax(logits / temperature)`` at each position.
+        ``([B, T], [B, T])``"""
+        batch = batch.to(self.device)
+        if self._chunking(batch.completion_ids.shape[1]):
+            logp, entropy = self._chunked(batch, temperature, entropy=True)
+            assert entropy is not None
+            return logp, entropy
+        logp, logits = self.completion_logprobs(batch, temperature, return_logits=True)
+        return logp, entropy_from_logits(logits / temperature)
+
+    def _chunking(self, t: int) -> bool:
+        chunk = self.logprob_chunk_size
+        if not chunk or chunk >= t or getattr(self, "_fsdp2_sharded", False):
+            return False
+        return getattr(self.model.config, "final_logit_softcapping", None) is None  # the head is a plain projection
+
+    def _chunked(
+        self, batch: TrajectoryBatch, temperature: float, *, entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoder hidden states once, then the output head and log-softmax per chunk of positions, each chunk under
+        activation checkpointing so its logits are recomputed in the backward pass instead of kept."""
+        from torch.utils.checkpoint import checkpoint
+
+        from lightning_cort.models.policy import is_peft_model
+
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model  # type: ignore[operator]
+        t = batch.completion_ids.shape[1]
+        hidden = base.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state[:, -(t + 1) : -1]  # position P-1+k predicts completion token k; [B, T, H]
+        head = base.get_output_embeddings()
+
+        def piece(h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = head(h)
+            logp = token_logprobs(logits, targets, temperature)
+            ent = entropy_from_logits(logits / temperature) if entropy else torch.zeros_like(logp)
+            return logp, ent
+
+        assert self.logprob_chunk_size is not None
+        logps, ents = [], []
+        for start in range(0, t, self.logprob_chunk_size):
+            h = hidden[:, start : start + self.logprob_chunk_size]
+            y = batch.completion_ids[:, start : start + self.logprob_chunk_size]
+            lp, ent = checkpoint(piece, h, y, use_reentrant=False) if torch.is_grad_enabled() else piece(h, y)
+            logps.append(lp)
+            ents.append(ent)
+        return torch.cat(logps, dim=1), (torch.cat(ents, dim=1) if entropy else None)

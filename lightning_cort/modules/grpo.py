@@ -15,7 +15,6 @@ from lightning_cort.losses import (
     ISMode,
     KLEstimator,
     LossType,
-    entropy_from_logits,
     group_advantages,
     policy_loss,
 )
@@ -269,8 +268,7 @@ class GRPOModule(PolicyModule):
         mb = data.select(idx)
         entropy = None
         if self.entropy_coef:
-            logprobs, logits = self.completion_logprobs(mb, self.temperature, return_logits=True)
-            entropy = entropy_from_logits(logits / self.temperature)  # [b, T]
+            logprobs, entropy = self.completion_logprobs_and_entropy(mb, self.temperature)  # [b, T] each
         else:
             logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
         return policy_loss(

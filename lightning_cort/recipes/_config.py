@@ -38,6 +38,8 @@ class PolicyConfig:
         gradient_checkpointing: Recompute activations in the backward pass (less memory, ~30% more compute).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint.
+        logprob_chunk_size: Completion positions whose logits exist at once when computing log-probs (chunks under
+            activation checkpointing; one device and DDP). Bounds the logits' memory at long completions.
         warm_start: Tiny model only: start from the supervised warm start on the built-in task (cached) instead of
             random weights.
         tiny: Shape of the tiny model.
@@ -50,6 +52,7 @@ class PolicyConfig:
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
     trust_remote_code: bool = False
+    logprob_chunk_size: int | None = 1024
     warm_start: bool = True
     tiny: ModelConfig = field(default_factory=ModelConfig)
 
@@ -390,6 +393,7 @@ def memory_plan(
             sequence_length=sequence_length,
             completion_length=completion_length,
             entropy=entropy,
+            logprob_chunk_size=model.logprob_chunk_size,
             rollout_backend=rollout_backend,
             rollout_sequences=rollout_sequences,
             rollout_length=sequence_length,

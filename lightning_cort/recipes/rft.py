@@ -181,6 +181,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         seed=cfg.seed,
         allow_empty_rounds=r.allow_empty_rounds,
     )
+    module.logprob_chunk_size = cfg.model.logprob_chunk_size
     vllm_kwargs = {
         "dtype": cfg.rollout.vllm_dtype,
         "gpu_memory_utilization": cfg.rollout.vllm_memory,

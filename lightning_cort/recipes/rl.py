@@ -203,6 +203,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
         temperature=g.temperature,
         max_grad_norm=g.max_grad_norm,
     )
+    module.logprob_chunk_size = cfg.model.logprob_chunk_size
     vllm_kwargs = {
         "dtype": cfg.rollout.vllm_dtype,
         "gpu_memory_utilization": cfg.rollout.vllm_memory,

@@ -169,6 +169,7 @@ def build(cfg: SFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         warmup_steps=max(1, int(steps * s.warmup_ratio)) if s.warmup_ratio else 0,
         lr_schedule=s.lr_schedule,
     )
+    module.logprob_chunk_size = cfg.model.logprob_chunk_size
     return {
         "format": fmt,
         "task": task,

@@ -301,7 +301,11 @@ class Server(UidsAndWorkdirs, ZygoteForks):
     def _fork(self, session=None):
         """Fork an isolated child that waits on its control pipe: for one cell (one-shot) or for many (session)."""
         if self.use_zygote:
-            return self._fork_via_zygote(session)
+            try:
+                return self._fork_via_zygote(session)
+            except OSError:
+                if self.use_zygote:
+                    raise  # else no zygote can be started here any more: fork from the server
         uid, workdir, (out_r, err_r, res_r, ctl_w), (out_w, err_w, res_w, ctl_r) = self._child_resources()
         pid = os.fork()
         if pid == 0:  # child

@@ -44,6 +44,7 @@ PR_SET_PDEATHSIG = 1
 REQUEST = struct.Struct("<qiB")  # request tag, uid (-1: none), session flag; then the working directory
 REPLY = struct.Struct("<qq")  # request tag, child pid (or -errno)
 FDS = struct.Struct("4i")  # the child's ends of its stdout, stderr, result and control pipes
+ZYGOTE_PATIENCE_S = 10.0  # a request unanswered for this long means the zygote is stuck
 
 
 class _Cloner:
@@ -389,6 +390,8 @@ class ZygoteForks:
         """Keep ``prefork`` children waiting for code, and up to ``fork_burst`` while one-shot requests are queued."""
         if self.stopping:
             return
+        if self.forking and time.monotonic() - min(e[4] for e in self.forking.values()) > ZYGOTE_PATIENCE_S:
+            self._zygote_died()  # alive but not answering (stopped, stuck): replace it
         burst, waiting = self.cfg.get("fork_burst", 8), 0
         for req in self.queue:
             if not req.get("session"):
@@ -411,7 +414,7 @@ class ZygoteForks:
         """A session's child, waited for (other answers that arrive meanwhile are adopted as usual)."""
         for _ in range(2):  # a zygote found dead is replaced once
             tag = self._request_fork(session)
-            deadline = time.monotonic() + 30.0
+            deadline = time.monotonic() + ZYGOTE_PATIENCE_S
             while tag in self.forking and self.zygote is not None and time.monotonic() < deadline:
                 self._on_zygote(wait=0.5)
             proc = self.session_forks.pop(tag, None)
