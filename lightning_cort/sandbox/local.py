@@ -104,7 +104,8 @@ class LocalSandbox:
         preload: Modules the server imports once.
         warmup: Code the server runs once after the imports (warms lazily loaded parts of the preloaded modules).
         prefork: Isolated children kept forked and waiting for code, so the fork is off the latency path.
-        fork_burst: Most children forked back to back when executions are queued (1: one fork per execution).
+        fork_burst: Most children forked ahead while executions are queued: asked of the zygote in advance, or
+            forked back to back by the server without one (1: one fork per execution).
         huge_pages: Back the preloaded heap with transparent huge pages (cheaper forks; Linux 6.1+, else ignored).
         zygote: Fork the children from a zygote, a copy of the server made after preloading that does nothing but
             fork, instead of from the server itself (cheaper forks and exits; Linux with glibc, else the server
