@@ -10,8 +10,9 @@ Steps: read traces (``problem``, ``answer``, ``trace`` columns) → propose hint
 LLM judge at any OpenAI-compatible endpoint) → optionally review them in the terminal (accept, move, edit, add) →
 continue each prefix with the teacher through the rollout engine → filter → write.
 
-With no arguments this runs on a laptop CPU without network: text-only traces of the built-in calculator task are
-cut at their first hand calculation and continued by the tiny warm-started policy with the local sandbox.
+With no arguments this runs on a laptop CPU without network: tool-free reasoning traces of the built-in calculator
+task are cut at their first hand calculation and continued by a tiny teacher (warm-started on Hint-Engineering-style
+traces) with the local sandbox.
 
 Examples:
     python -m lightning_cort.recipes.synth
@@ -113,12 +114,13 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
 
 def builtin_traces(task: Any, n: int) -> list[dict[str, Any]]:
-    """Text-only reasoning traces of ``n`` held-out problems of the built-in task (the synthesis input when no file
-    is given; the test split keeps them apart from the warm start's training problems)."""
-    from lightning_cort.tasks.calculator import text_trace
+    """Tool-free reasoning traces (the approach in a sentence, then the arithmetic by hand) of ``n`` held-out problems
+    of the built-in task: the synthesis input when no file is given. The test split keeps them apart from the
+    teacher's warm-start problems."""
+    from lightning_cort.tasks.calculator import reasoning_trace
 
     return [
-        {"id": p.id, "problem": p.question, "answer": p.answer, "trace": text_trace(p)}
+        {"id": p.id, "problem": p.question, "answer": p.answer, "trace": reasoning_trace(p)}
         for p in task.problems("test", n)
     ]
 

@@ -283,6 +283,18 @@ def hint_trace(problem: Problem, output: str, fmt: CodeFormat | None = None) -> 
     )
 
 
+def reasoning_trace(problem: Problem, fmt: CodeFormat | None = None) -> str:
+    """A reasoning trace as a strong model without tools writes it: the approach in one sentence, then the
+    arithmetic by hand, then the answer. The input of Hint-Engineering synthesis (Hint-1 goes where the hand
+    calculation starts)."""
+    fmt = fmt or CoRTFormat()
+    worked = "\n".join(problem.steps)
+    return (
+        f"{PLANS[problem.kind]}\n{worked}\nSo the result is {problem.answer}.\n</think>\n\n"
+        f"{fmt.render_answer(problem.answer)}"
+    )
+
+
 TraceStyle = Literal["code", "hint", "text"]
 
 
