@@ -40,17 +40,17 @@ METRICS = ("accuracy", "tokens_per_response", "tokens_per_correct", "tool_calls_
 class StudyConfig:
     """The study's sizes (``--quick`` shrinks them)."""
 
-    token_budget: int = 900_000  # trained tokens per SFT stage (interpreter output and prompts excluded)
-    sft_epochs: int = 4
+    token_budget: int = 3_600_000  # trained tokens per SFT stage (interpreter output and prompts excluded)
+    sft_epochs: int = 6
     sft_batch: int = 32
     sft_lr: float = 1.5e-3
     eval_size: int = 100
     max_tokens: int = 1024  # per response, interpreter output included: the longest text-only trace fits
-    rft_prompts: int = 96
+    rft_prompts: int = 64
     rft_samples: int = 4
     rft_rounds: int = 1
-    rft_lr: float = 2e-4
-    rl_steps: int = 20
+    rft_lr: float = 1e-4
+    rl_steps: int = 10
     rl_prompts: int = 8
     rl_group: int = 8
     rl_lr: float = 2e-5
