@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_cort.models.policy import LoraSettings
-from lightning_cort.recipes._common import ModelConfig
+from lightning_cort.recipes._common import ModelConfig, TaskConfig, WarmupConfig
 
 if TYPE_CHECKING:
     import lightning as L
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from lightning_cort.formats.base import CodeFormat
     from lightning_cort.models.architectures import Architecture
     from lightning_cort.planner import MemoryPlan
-    from lightning_cort.recipes._common import TaskConfig, WarmupConfig
     from lightning_cort.tasks.calculator import CalculatorTask
 
 
@@ -147,6 +146,41 @@ class RolloutOptions:
     vllm_dtype: str = "float32"
     vllm_tensor_parallel: int = 1
     vllm_sleep: bool = False
+
+
+@dataclass
+class RecipeConfig:
+    """Options every training recipe has (each recipe's config adds its own section).
+
+    Attributes:
+        run_dir: Output directory (default ``runs/<recipe>-<timestamp>``).
+        seed: Global seed.
+        code_format: ``cort`` (markdown fences) or ``retool`` (tags).
+        threads: Torch CPU threads (0: leave torch's default).
+        progress: Show rich progress bars.
+        dry_run: Print the per-GPU memory plan and exit without loading weights.
+        model: The policy.
+        data: Training files (empty: the built-in calculator task) and held-out files.
+        task: The built-in task and its held-out evaluation.
+        warmup: Supervised warm start of the tiny policy.
+        trainer: Devices, strategy, checkpoints.
+        plan: GPU memory for the plan.
+        rollout: Rollout limits and backend (training rollouts, and the held-out evaluation's limits).
+    """
+
+    run_dir: str | None = None
+    seed: int = 0
+    code_format: Literal["cort", "retool"] = "cort"
+    threads: int = 0
+    progress: bool = True
+    dry_run: bool = False
+    model: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
 
 # -- building parts ---------------------------------------------------------------------------------------------------

@@ -109,3 +109,81 @@ def print_summary(title: str, before: dict[str, Any], after: dict[str, Any], foo
     console.print(table)
     for line in footer:
         console.print(line)
+
+
+def begin(cfg: Any, recipe: str, plan_fn: Any) -> tuple[Path, dict[str, Any] | None]:
+    """The start every training recipe shares: threads, seed, run directory, saved config, the memory plan.
+
+    Returns:
+        ``(run_dir, result)``; ``result`` is the dry run's answer (the plan) when ``cfg.dry_run``, else ``None``.
+    """
+    import lightning as L
+    import torch
+
+    from lightning_cort.recipes._common import make_run_dir, save_config
+    from lightning_cort.recipes._config import check_plan, report_plan
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, verbose=False)
+    run_dir = make_run_dir(cfg.run_dir, recipe)
+    save_config(cfg, run_dir)
+    memory = plan_fn(cfg)
+    if cfg.dry_run:
+        title = f"{recipe.upper()} memory plan (per GPU)"
+        return run_dir, {"plan": report_plan(memory, run_dir, title), "run_dir": str(run_dir)}
+    check_plan(memory, cfg.plan, cfg.trainer)
+    return run_dir, None
+
+
+def evaluate_before(cfg: Any, parts: dict[str, Any], rollout: RolloutConfig) -> tuple[list[dict[str, Any]], dict]:
+    """The held-out rows (none under several processes) and the metrics before training (empty when
+    ``task.eval_before`` is off)."""
+    from lightning_cort.recipes._config import world_size
+
+    single = world_size(cfg.trainer) == 1
+    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
+    rows = held_out if cfg.task.eval_before else []
+    before, _ = greedy_eval(parts["model"], parts["tokenizer"], rows, parts["format"], rollout)
+    return held_out, before
+
+
+def finish(
+    module: Any,
+    parts: dict[str, Any],
+    held_out: list[dict[str, Any]],
+    before: dict[str, Any],
+    rollout: RolloutConfig,
+    run_dir: Path,
+    extra: dict[str, Any],
+    started: float,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The end every training recipe shares: evaluate after, export the policy (every rank, for FSDP2), and on
+    rank 0 write the generations and ``summary.json``.
+
+    Returns:
+        ``(summary, after)`` on rank 0, ``None`` on the other ranks.
+    """
+    import time
+
+    tokenizer = parts["tokenizer"]
+    after, trajectories = greedy_eval(module.model, tokenizer, held_out, parts["format"], rollout)
+    save_policy(module.model, tokenizer, run_dir)
+    if not module.trainer.is_global_zero:
+        return None
+    write_generations(trajectories, run_dir / "eval_generations.jsonl")
+    summary = {
+        "accuracy_before": before.get("accuracy"),
+        "accuracy_after": after.get("accuracy"),
+        "tool_calls_per_response": after.get("tool_calls_per_response"),
+        "tokens_per_response": after.get("tokens_per_response"),
+        "tokens_per_correct": finite(after).get("tokens_per_correct"),
+        "code_success_rate": after.get("code_success_rate"),
+        "before": finite(before),
+        "after": finite(after),
+        **extra,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "run_dir": str(run_dir),
+    }
+    write_summary(summary, run_dir)
+    return summary, after

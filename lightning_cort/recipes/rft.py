@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
-from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, RolloutOptions, TrainerConfig
+from lightning_cort.recipes._common import parse_config
+from lightning_cort.recipes._config import RecipeConfig
 
 
 @dataclass
@@ -66,40 +66,14 @@ class RFTOptions:
 
 
 @dataclass
-class RFTConfig:
-    """Configuration of the RFT recipe.
+class RFTConfig(RecipeConfig):
+    """Configuration of the RFT recipe: the shared sections (``model``, ``data``, ``trainer``, ...) and ``rft``.
 
     Attributes:
-        run_dir: Output directory (default ``runs/rft-<timestamp>``).
-        seed: Global seed.
-        code_format: ``cort`` (markdown fences) or ``retool`` (tags).
-        threads: Torch CPU threads (0: leave torch's default).
-        progress: Show rich progress bars.
-        dry_run: Print the per-GPU memory plan and exit without loading weights.
-        model: The policy to start from.
-        data: Problem files (empty: the built-in calculator task) and held-out files.
-        task: The built-in task and its held-out evaluation.
-        warmup: The tiny policy's supervised warm start.
-        trainer: Devices, strategy, checkpoints.
-        plan: GPU memory for the plan.
         rft: Round settings.
-        rollout: Rollout limits and backend of the rounds.
     """
 
-    run_dir: str | None = None
-    seed: int = 0
-    code_format: Literal["cort", "retool"] = "cort"
-    threads: int = 0
-    progress: bool = True
-    dry_run: bool = False
-    model: PolicyConfig = field(default_factory=PolicyConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    plan: PlanConfig = field(default_factory=PlanConfig)
     rft: RFTOptions = field(default_factory=RFTOptions)
-    rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -207,44 +181,17 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
 
 def run(cfg: RFTConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
-    import lightning as L
-    import torch
-
-    from lightning_cort.recipes._config import (
-        build_trainer,
-        check_plan,
-        engine_config,
-        report_plan,
-        resume_path,
-        world_size,
-    )
-    from lightning_cort.recipes._steps import (
-        eval_rows,
-        finite,
-        greedy_eval,
-        print_summary,
-        save_policy,
-        write_generations,
-        write_summary,
-    )
+    from lightning_cort.recipes._config import build_trainer, engine_config, resume_path
+    from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
 
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, verbose=False)
-    run_dir = make_run_dir(cfg.run_dir, "rft")
-    save_config(cfg, run_dir)
-    memory = plan(cfg)
-    if cfg.dry_run:
-        return {"plan": report_plan(memory, run_dir, "RFT memory plan (per GPU)"), "run_dir": str(run_dir)}
-    check_plan(memory, cfg.plan, cfg.trainer)
-
+    run_dir, dry = begin(cfg, "rft", plan)
+    if dry is not None:
+        return dry
     parts = build(cfg, run_dir)
-    model, tokenizer, fmt, module = parts["model"], parts["tokenizer"], parts["format"], parts["module"]
+    module = parts["module"]
     greedy = engine_config(cfg.rollout)
-    single = world_size(cfg.trainer) == 1
-    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
-    before, _ = greedy_eval(model, tokenizer, held_out if cfg.task.eval_before else [], fmt, greedy)
+    held_out, before = evaluate_before(cfg, parts, greedy)
 
     trainer = build_trainer(
         cfg.trainer,
@@ -258,27 +205,15 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
     trainer.fit(module, ckpt_path=resume_path(cfg.trainer, run_dir))
     train_s = time.perf_counter() - t0
 
-    after, trajectories = greedy_eval(module.model, tokenizer, held_out, fmt, greedy)
-    save_policy(module.model, tokenizer, run_dir)
-    if not trainer.is_global_zero:
-        return {}
-    write_generations(trajectories, run_dir / "eval_generations.jsonl")
-    summary = {
-        "accuracy_before": before.get("accuracy"),
-        "accuracy_after": after.get("accuracy"),
-        "tool_calls_per_response": after.get("tool_calls_per_response"),
-        "tokens_per_response": after.get("tokens_per_response"),
-        "tokens_per_correct": finite(after).get("tokens_per_correct"),
-        "code_success_rate": after.get("code_success_rate"),
-        "before": finite(before),
-        "after": finite(after),
+    extra = {
         "rounds": [dict(r) for r in module.rounds],
         "warmup_from_cache": parts["info"]["warmup_from_cache"],
         "train_seconds": round(train_s, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "run_dir": str(run_dir),
     }
-    write_summary(summary, run_dir)
+    done = finish(module, parts, held_out, before, greedy, run_dir, extra, started)
+    if done is None:
+        return {}
+    summary, _ = done
     kept = ", ".join(f"{r['kept']:.0f}/{r['sampled']:.0f}" for r in module.rounds)
     print_summary(
         "RFT: held-out problems, greedy",

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
-from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, RolloutOptions, TrainerConfig
+from lightning_cort.recipes._common import parse_config
+from lightning_cort.recipes._config import RecipeConfig
 
 
 @dataclass
@@ -71,40 +71,14 @@ class GRPOConfig:
 
 
 @dataclass
-class RLConfig:
-    """Configuration of the RL recipe.
+class RLConfig(RecipeConfig):
+    """Configuration of the RL recipe: the shared sections (``model``, ``data``, ``trainer``, ...) and ``grpo``.
 
     Attributes:
-        run_dir: Output directory (default ``runs/rl-<timestamp>``).
-        seed: Global seed.
-        code_format: ``cort`` (markdown fences) or ``retool`` (tags).
-        threads: Torch CPU threads (0: leave torch's default).
-        progress: Show rich progress bars.
-        dry_run: Print the per-GPU memory plan and exit without loading weights.
-        model: The policy.
-        data: Training problems (empty: the built-in calculator task) and held-out files.
-        task: The built-in task and its held-out evaluation.
-        warmup: Supervised warm start of the tiny policy.
-        trainer: Devices and strategy.
-        plan: GPU memory for the plan.
         grpo: RL settings.
-        rollout: Rollout limits and backend.
     """
 
-    run_dir: str | None = None
-    seed: int = 0
-    code_format: Literal["cort", "retool"] = "cort"
-    threads: int = 0
-    progress: bool = True
-    dry_run: bool = False
-    model: PolicyConfig = field(default_factory=PolicyConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    plan: PlanConfig = field(default_factory=PlanConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -240,36 +214,17 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     import torch
 
     from lightning_cort.data import ListDataset, collate_rows
-    from lightning_cort.recipes._config import build_trainer, check_plan, report_plan, resume_path, world_size
-    from lightning_cort.recipes._steps import (
-        eval_rows,
-        finite,
-        greedy_eval,
-        print_summary,
-        save_policy,
-        write_generations,
-        write_summary,
-    )
+    from lightning_cort.recipes._config import build_trainer, resume_path
+    from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
 
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    import lightning as L
-
-    L.seed_everything(cfg.seed, verbose=False)
-    run_dir = make_run_dir(cfg.run_dir, "rl")
-    save_config(cfg, run_dir)
-    memory = plan(cfg)
-    if cfg.dry_run:
-        return {"plan": report_plan(memory, run_dir, "RL memory plan (per GPU)"), "run_dir": str(run_dir)}
-    check_plan(memory, cfg.plan, cfg.trainer)
-
+    run_dir, dry = begin(cfg, "rl", plan)
+    if dry is not None:
+        return dry
     parts = build(cfg, run_dir)
-    model, tokenizer, fmt, module = parts["model"], parts["tokenizer"], parts["format"], parts["module"]
+    module = parts["module"]
     rollout_cfg = rollout_config(cfg)
-    single = world_size(cfg.trainer) == 1
-    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
-    before, _ = greedy_eval(model, tokenizer, held_out if cfg.task.eval_before else [], fmt, rollout_cfg)
+    held_out, before = evaluate_before(cfg, parts, rollout_cfg)
 
     g = cfg.grpo
     efficiency = parts["callbacks"][-1]
@@ -288,30 +243,18 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     trainer.fit(module, loader, ckpt_path=resume_path(cfg.trainer, run_dir))
     rl_s = time.perf_counter() - t0
 
-    after, trajectories = greedy_eval(module.model, tokenizer, held_out, fmt, rollout_cfg)
-    save_policy(module.model, tokenizer, run_dir)
-    if not trainer.is_global_zero:
-        return {}
-    write_generations(trajectories, run_dir / "eval_generations.jsonl")
-    summary = {
-        "accuracy_before": before.get("accuracy"),
-        "accuracy_after": after.get("accuracy"),
-        "tool_calls_per_response": after.get("tool_calls_per_response"),
-        "tokens_per_response": after.get("tokens_per_response"),
-        "tokens_per_correct": finite(after).get("tokens_per_correct"),
-        "code_success_rate": after.get("code_success_rate"),
-        "before": finite(before),
-        "after": finite(after),
+    extra = {
         "train_reward_first": efficiency.history[0]["accuracy"] if efficiency.history else None,
         "train_reward_last": efficiency.history[-1]["accuracy"] if efficiency.history else None,
         "rl_steps": g.steps,
         "warmup_from_cache": parts["info"]["warmup_from_cache"],
         "warmup_seconds": parts["info"]["warmup_seconds"],
         "rl_seconds": round(rl_s, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "run_dir": str(run_dir),
     }
-    write_summary(summary, run_dir)
+    done = finish(module, parts, held_out, before, rollout_cfg, run_dir, extra, started)
+    if done is None:
+        return {}
+    summary, _ = done
     cached = ", cached" if summary["warmup_from_cache"] else ""
     print_summary(
         "GRPO: held-out problems, greedy",

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
-from lightning_cort.recipes._config import DataConfig, PlanConfig, PolicyConfig, RolloutOptions, TrainerConfig
+from lightning_cort.recipes._common import parse_config
+from lightning_cort.recipes._config import PolicyConfig, RecipeConfig
 
 
 @dataclass
@@ -63,40 +63,16 @@ class SFTOptions:
 
 
 @dataclass
-class SFTConfig:
-    """Configuration of the SFT recipe.
+class SFTConfig(RecipeConfig):
+    """Configuration of the SFT recipe: the shared sections (``model``, ``data``, ``trainer``, ...) and ``sft``.
 
     Attributes:
-        run_dir: Output directory (default ``runs/sft-<timestamp>``).
-        seed: Global seed (initialisation of the shuffling, sampling).
-        code_format: ``cort`` (markdown fences) or ``retool`` (tags).
-        threads: Torch CPU threads (0: leave torch's default).
-        progress: Show rich progress bars.
-        dry_run: Print the per-GPU memory plan and exit without loading weights.
         model: The policy (the tiny one starts from random weights here unless ``model.warm_start``).
-        data: Trace files (empty: built-in traces of the calculator task) and held-out problem files.
-        task: The built-in task and its held-out evaluation.
-        warmup: The tiny policy's warm start (only with ``model.warm_start``).
-        trainer: Devices, strategy, checkpoints.
-        plan: GPU memory for the plan.
         sft: Training settings.
-        rollout: Limits of the held-out evaluation rollouts.
     """
 
-    run_dir: str | None = None
-    seed: int = 0
-    code_format: Literal["cort", "retool"] = "cort"
-    threads: int = 0
-    progress: bool = True
-    dry_run: bool = False
     model: PolicyConfig = field(default_factory=lambda: PolicyConfig(warm_start=False))
-    data: DataConfig = field(default_factory=DataConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    plan: PlanConfig = field(default_factory=PlanConfig)
     sft: SFTOptions = field(default_factory=SFTOptions)
-    rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -190,46 +166,19 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
     from functools import partial
 
-    import lightning as L
-    import torch
-
     from lightning_cort.data import LengthGroupedSampler, ListDataset, ResumableDataLoader
-    from lightning_cort.recipes._config import (
-        build_trainer,
-        check_plan,
-        engine_config,
-        report_plan,
-        resume_path,
-        world_size,
-    )
-    from lightning_cort.recipes._steps import (
-        eval_rows,
-        finite,
-        greedy_eval,
-        print_summary,
-        save_policy,
-        write_generations,
-        write_summary,
-    )
+    from lightning_cort.recipes._config import build_trainer, engine_config, resume_path
+    from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
     from lightning_cort.trajectory import collate_trajectories
 
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, verbose=False)
-    run_dir = make_run_dir(cfg.run_dir, "sft")
-    save_config(cfg, run_dir)
-    memory = plan(cfg)
-    if cfg.dry_run:
-        return {"plan": report_plan(memory, run_dir, "SFT memory plan (per GPU)"), "run_dir": str(run_dir)}
-    check_plan(memory, cfg.plan, cfg.trainer)
-
+    run_dir, dry = begin(cfg, "sft", plan)
+    if dry is not None:
+        return dry
     parts = build(cfg, run_dir)
-    model, tokenizer, fmt, module = parts["model"], parts["tokenizer"], parts["format"], parts["module"]
+    tokenizer, module = parts["tokenizer"], parts["module"]
     rollout = engine_config(cfg.rollout)
-    single = world_size(cfg.trainer) == 1
-    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
-    before, _ = greedy_eval(model, tokenizer, held_out if cfg.task.eval_before else [], fmt, rollout)
+    held_out, before = evaluate_before(cfg, parts, rollout)
 
     examples = parts["examples"]
     sampler = None
@@ -257,31 +206,19 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     trainer.fit(module, loader, ckpt_path=resume_path(cfg.trainer, run_dir))
     train_s = time.perf_counter() - t0
 
-    after, trajectories = greedy_eval(module.model, tokenizer, held_out, fmt, rollout)
-    save_policy(module.model, tokenizer, run_dir)
-    if not trainer.is_global_zero:
-        return {}
-    write_generations(trajectories, run_dir / "eval_generations.jsonl")
     trained_tokens = sum(int(e.loss_mask.sum()) for e in examples) * cfg.sft.epochs
-    summary = {
-        "accuracy_before": before.get("accuracy"),
-        "accuracy_after": after.get("accuracy"),
-        "tool_calls_per_response": after.get("tool_calls_per_response"),
-        "tokens_per_response": after.get("tokens_per_response"),
-        "tokens_per_correct": finite(after).get("tokens_per_correct"),
-        "code_success_rate": after.get("code_success_rate"),
-        "before": finite(before),
-        "after": finite(after),
+    extra = {
         "examples": len(examples),
         "dropped_too_long": parts["dropped"],
         "trained_tokens": trained_tokens,
         "optimizer_steps": trainer.global_step,
         "final_loss": _last_logged(trainer, "train/sft_loss"),
         "train_seconds": round(train_s, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "run_dir": str(run_dir),
     }
-    write_summary(summary, run_dir)
+    done = finish(module, parts, held_out, before, rollout, run_dir, extra, started)
+    if done is None:
+        return {}
+    summary, _ = done
     print_summary(
         f"SFT on {len(examples)} traces: held-out problems, greedy",
         summary["before"],
