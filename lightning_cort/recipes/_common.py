@@ -194,6 +194,21 @@ def task_rows(task: CalculatorTask, split: Literal["train", "test"], n: int, sta
     return rows
 
 
+def tiny_from_config(tokenizer: PreTrainedTokenizerBase, model_cfg: ModelConfig) -> PreTrainedModel:
+    """A randomly initialised tiny Qwen2 of the shape ``model_cfg`` describes."""
+    from lightning_cort.models.tiny import tiny_qwen2
+
+    return tiny_qwen2(
+        tokenizer,
+        hidden_size=model_cfg.hidden_size,
+        num_layers=model_cfg.num_layers,
+        num_heads=model_cfg.num_heads,
+        num_kv_heads=model_cfg.num_kv_heads,
+        intermediate_size=model_cfg.intermediate_size,
+        seed=model_cfg.init_seed,
+    )
+
+
 def task_traces(
     task: CalculatorTask,
     tokenizer: PreTrainedTokenizerBase,
@@ -230,7 +245,7 @@ def warm_start(
     """
     from transformers import Qwen2ForCausalLM
 
-    from lightning_cort.models.tiny import default_cache_dir, tiny_qwen2
+    from lightning_cort.models.tiny import default_cache_dir
 
     key_src = json.dumps(
         {
@@ -252,15 +267,7 @@ def warm_start(
     if warmup.cache and (path / "config.json").exists():
         model = Qwen2ForCausalLM.from_pretrained(str(path))
         return model.train(), True
-    model = tiny_qwen2(
-        tokenizer,
-        hidden_size=model_cfg.hidden_size,
-        num_layers=model_cfg.num_layers,
-        num_heads=model_cfg.num_heads,
-        num_kv_heads=model_cfg.num_kv_heads,
-        intermediate_size=model_cfg.intermediate_size,
-        seed=model_cfg.init_seed,
-    )
+    model = tiny_from_config(tokenizer, model_cfg)
     if warmup.examples > 0 and warmup.epochs > 0:
         sft(model, tokenizer, task, code_format, warmup, seed, progress)
     if warmup.cache:

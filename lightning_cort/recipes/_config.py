@@ -337,8 +337,7 @@ def build_policy(
     if model.name_or_path is not None:
         policy, tokenizer = load_policy(settings)
         return policy, tokenizer, info
-    from lightning_cort.models.tiny import tiny_qwen2
-    from lightning_cort.recipes._common import warm_start
+    from lightning_cort.recipes._common import tiny_from_config, warm_start
 
     tokenizer = tiny_tokenizer()
     t0 = time.perf_counter()
@@ -346,16 +345,7 @@ def build_policy(
         base, cached = warm_start(tokenizer, model.tiny, warmup, task, code_format, seed, progress)
         info["warmup_from_cache"] = cached
     else:
-        t = model.tiny
-        base = tiny_qwen2(
-            tokenizer,
-            hidden_size=t.hidden_size,
-            num_layers=t.num_layers,
-            num_heads=t.num_heads,
-            num_kv_heads=t.num_kv_heads,
-            intermediate_size=t.intermediate_size,
-            seed=t.init_seed,
-        )
+        base = tiny_from_config(tokenizer, model.tiny)
     info["warmup_seconds"] = round(time.perf_counter() - t0, 1)
     if model.lora is None and model.quantization is None and model.dtype in ("float32", "auto"):
         return base.train(), tokenizer, info
