@@ -195,6 +195,30 @@ def check_rollout_backend(model: PolicyConfig, rollout: RolloutOptions) -> None:
         )
 
 
+def vllm_arguments(rollout: RolloutOptions, seed: int) -> dict[str, Any]:
+    """Arguments of :class:`~lightning_cort.rollout.backends.vllm.VLLMBackend` from the ``rollout`` section."""
+    return {
+        "dtype": rollout.vllm_dtype,
+        "gpu_memory_utilization": rollout.vllm_memory,
+        "tensor_parallel_size": rollout.vllm_tensor_parallel,
+        "enable_sleep_mode": rollout.vllm_sleep,
+        "seed": seed,
+    }
+
+
+def interpreter_callbacks(rollout: RolloutOptions, code_format: Any, engine: Any, seed: int) -> list[Any]:
+    """The local sandbox's lifecycle and the rollout callback (backend from ``rollout.backend``) for a Trainer."""
+    from functools import partial
+
+    from lightning_cort.callbacks import RolloutCallback, SandboxCallback
+    from lightning_cort.sandbox import LocalSandbox
+
+    return [
+        SandboxCallback(partial(LocalSandbox, timeout=rollout.timeout)),
+        RolloutCallback(code_format, engine, backend=rollout.backend, vllm_kwargs=vllm_arguments(rollout, seed)),
+    ]
+
+
 def engine_config(rollout: RolloutOptions, temperature: float = 1.0, top_p: float = 1.0) -> Any:
     """The rollout engine's limits from the recipe's ``rollout`` section, with training-time sampling."""
     from lightning_cort.rollout import RolloutConfig, SamplingConfig

@@ -109,9 +109,7 @@ def plan(cfg: RFTConfig) -> Any:
 
 def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
     """Build the policy, the module and its callbacks without training (``meta``: no weights, no data)."""
-    from functools import partial
 
-    from lightning_cort.callbacks import RolloutCallback, SandboxCallback
     from lightning_cort.filters import CORT_FILTERS, correct
     from lightning_cort.formats import get_format
     from lightning_cort.modules.rft import RFTModule
@@ -120,10 +118,10 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         build_strategy,
         check_rollout_backend,
         engine_config,
+        interpreter_callbacks,
         load_problem_rows,
         train_offset,
     )
-    from lightning_cort.sandbox import LocalSandbox
     from lightning_cort.tasks.calculator import CalculatorTask
 
     check_rollout_backend(cfg.model, cfg.rollout)
@@ -156,17 +154,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         allow_empty_rounds=r.allow_empty_rounds,
     )
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
-    vllm_kwargs = {
-        "dtype": cfg.rollout.vllm_dtype,
-        "gpu_memory_utilization": cfg.rollout.vllm_memory,
-        "tensor_parallel_size": cfg.rollout.vllm_tensor_parallel,
-        "enable_sleep_mode": cfg.rollout.vllm_sleep,
-        "seed": cfg.seed,
-    }
-    callbacks = [
-        SandboxCallback(partial(LocalSandbox, timeout=cfg.rollout.timeout)),
-        RolloutCallback(fmt, rollout, backend=cfg.rollout.backend, vllm_kwargs=vllm_kwargs),
-    ]
+    callbacks = interpreter_callbacks(cfg.rollout, fmt, rollout, cfg.seed)
     return {
         "format": fmt,
         "task": task,

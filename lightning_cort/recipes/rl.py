@@ -130,20 +130,18 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
     With ``meta`` the policy lives on the meta device and no data is read (how the YAML tests instantiate real-model
     configs offline).
     """
-    from functools import partial
-
-    from lightning_cort.callbacks import RolloutCallback, SandboxCallback, TokenEfficiencyCallback
+    from lightning_cort.callbacks import TokenEfficiencyCallback
     from lightning_cort.formats import get_format
     from lightning_cort.modules.grpo import GRPOModule
     from lightning_cort.recipes._config import (
         build_policy,
         build_strategy,
         check_rollout_backend,
+        interpreter_callbacks,
         load_problem_rows,
         train_offset,
     )
     from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
-    from lightning_cort.sandbox import LocalSandbox
     from lightning_cort.tasks.calculator import CalculatorTask
 
     check_rollout_backend(cfg.model, cfg.rollout)
@@ -178,18 +176,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
         max_grad_norm=g.max_grad_norm,
     )
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
-    vllm_kwargs = {
-        "dtype": cfg.rollout.vllm_dtype,
-        "gpu_memory_utilization": cfg.rollout.vllm_memory,
-        "tensor_parallel_size": cfg.rollout.vllm_tensor_parallel,
-        "enable_sleep_mode": cfg.rollout.vllm_sleep,
-        "seed": cfg.seed,
-    }
-    callbacks = [
-        SandboxCallback(partial(LocalSandbox, timeout=cfg.rollout.timeout)),
-        RolloutCallback(fmt, rollout_config(cfg), backend=cfg.rollout.backend, vllm_kwargs=vllm_kwargs),
-        TokenEfficiencyCallback(),
-    ]
+    callbacks = [*interpreter_callbacks(cfg.rollout, fmt, rollout_config(cfg), cfg.seed), TokenEfficiencyCallback()]
     # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.
     rows = (
         []

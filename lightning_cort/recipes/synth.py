@@ -169,18 +169,12 @@ def _backend(cfg: SynthConfig, model: Any, tokenizer: Any, run_dir: Path) -> Any
     if cfg.rollout.backend == "hf":
         return HFBackend(model.eval(), tokenizer)
     from lightning_cort.models.policy import export_policy, is_peft_model
+    from lightning_cort.recipes._config import vllm_arguments
     from lightning_cort.rollout.backends.vllm import VLLMBackend
 
     path = run_dir / "teacher"
     export_policy(model, tokenizer, path, mode="merged" if is_peft_model(model) else "full")
-    return VLLMBackend(
-        path,
-        tokenizer,
-        dtype=cfg.rollout.vllm_dtype,
-        gpu_memory_utilization=cfg.rollout.vllm_memory,
-        tensor_parallel_size=cfg.rollout.vllm_tensor_parallel,
-        seed=cfg.seed,
-    )
+    return VLLMBackend(path, tokenizer, **vllm_arguments(cfg.rollout, cfg.seed))
 
 
 def run(cfg: SynthConfig) -> dict[str, Any]:
