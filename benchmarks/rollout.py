@@ -480,8 +480,9 @@ def analysis(s: Setup, runs: dict[str, list[Run]], sweep: list[tuple[int, int, l
         "What the figures say:",
         "",
         f"- **(a) pure generation.** The async engine spends {100 * e['gen_share']:.0f}% of its wall time "
-        "generating, so what separates it from pure generation is how HF generates with tools, not waiting for "
-        f"them: its backend calls average {e['rows']:.1f} rows (pure generation: one call of {rows}), only "
+        f"generating and {100 - 100 * e['gen_share']:.0f}% waiting with every trajectory's code running (the "
+        "programs sleep up to 300 ms each). Even its generating time is slow against pure generation because of "
+        f"how HF generates with tools: its backend calls average {e['rows']:.1f} rows (pure generation: one call of {rows}), only "
         f"{100 * e['useful']:.0f}% of the decoded row-steps are sampled tokens (HF `generate` is static batching: a "
         "row that closes a code call after a few dozen tokens keeps being decoded until the call's longest row "
         f"stops, up to {s.config.max_tokens_per_call} tokens), and it prefills {e['context']:,.0f} context tokens "
