@@ -190,9 +190,7 @@ def test_lora_and_qlora_policies_decode_the_same_with_the_stream_as_with_generat
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = load_policy(
-            PolicySettings(name_or_path=str(saved_tiny), lora=SMALL_LORA, quantization=quantization)
-        )
+        model, _ = load_policy(PolicySettings(name_or_path=str(saved_tiny), lora=SMALL_LORA, quantization=quantization))
     assert is_peft_model(model)
     model.eval()
     out = {}
