@@ -146,6 +146,15 @@ def test_qlora_with_vllm_rollouts_is_refused_before_loading(tmp_path):
         build(cfg, tmp_path, meta=True)
 
 
+def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(tmp_path):
+    from lightning_cort.recipes.rl import RLConfig, build
+
+    path = ROOT / "recipes/rl/cort_r1-distill-qwen-1.5b_fsdp2_8gpu.yaml"
+    cfg = parse_config(RLConfig, ["--config", str(path), "--rollout.backend", "hf"], "t", "")
+    with pytest.raises(ValueError, match=r"FSDP2-sharded policy.*rollout\.backend vllm"):
+        build(cfg, tmp_path, meta=True)
+
+
 def test_the_tiny_default_plans_without_loading_anything(tmp_path, capsys):
     from lightning_cort.recipes import sft
 

@@ -630,3 +630,29 @@ def test_sampled_logprobs_of_continuous_rollouts_equal_a_fresh_forward(trained_p
         expected = torch.log_softmax(logits, dim=-1).gather(-1, t.completion_ids[:, None]).squeeze(-1)
         model = t.loss_mask.bool()
         torch.testing.assert_close(t.sampling_logprobs[model], expected[model], atol=1e-4, rtol=0)
+
+
+def test_a_sliding_window_model_is_not_streamed(tokenizer, sandbox):
+    """A KV cache with sliding-window layers cannot be laid out by steps: ``auto`` falls back to ``async`` (same
+    greedy trajectories as ``rounds``) and ``continuous`` is a clear error."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, use_sliding_window=True, sliding_window=8, max_window_layers=0,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    backend = HFBackend(model, tokenizer)
+    assert backend.streamable is False
+    out = {}
+    for schedule in ("rounds", "auto"):
+        engine = _engine(
+            tokenizer, backend, sandbox, max_total_tokens=16, schedule=schedule, sampling=SamplingConfig(temperature=0)
+        )
+        out[schedule] = [t.completion_ids.tolist() for t in engine.generate(engine.encode_prompts(["hi", "yo"]))]
+    assert out["auto"] == out["rounds"]
+    engine = _engine(tokenizer, backend, sandbox, max_total_tokens=16, schedule="continuous")
+    with pytest.raises(ValueError, match=r"not full attention.*schedule='async'"):
+        engine.generate(engine.encode_prompts(["hi"]))

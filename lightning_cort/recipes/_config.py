@@ -190,12 +190,18 @@ class RecipeConfig:
 # -- building parts ---------------------------------------------------------------------------------------------------
 
 
-def check_rollout_backend(model: PolicyConfig, rollout: RolloutOptions) -> None:
+def check_rollout_backend(model: PolicyConfig, rollout: RolloutOptions, trainer: TrainerConfig | None = None) -> None:
     """Refuse combinations the rollout backends cannot serve, before anything is loaded."""
     if rollout.backend == "vllm" and model.quantization is not None:
         raise ValueError(
             "rollout.backend vllm cannot serve a 4-bit/8-bit (QLoRA) policy: its weights cannot be synced into the "
             "engine; use rollout.backend hf, or LoRA on bf16 weights (model.quantization null)"
+        )
+    if rollout.backend == "hf" and trainer is not None and trainer.strategy == "fsdp2" and world_size(trainer) > 1:
+        raise ValueError(
+            "rollout.backend hf cannot generate with an FSDP2-sharded policy: every forward gathers the shards "
+            "collectively, so all ranks would have to decode in lockstep although their rollouts end at different "
+            "steps; use rollout.backend vllm (weights are gathered for the sync), or trainer.strategy ddp"
         )
 
 

@@ -124,7 +124,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
     )
     from lightning_cort.tasks.calculator import CalculatorTask
 
-    check_rollout_backend(cfg.model, cfg.rollout)
+    check_rollout_backend(cfg.model, cfg.rollout, cfg.trainer)
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     model, tokenizer, info = build_policy(

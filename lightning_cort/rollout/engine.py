@@ -14,7 +14,8 @@ Scheduling (:attr:`RolloutConfig.schedule`):
     for the first execution to finish, not for all of them. Each call encodes its rows' whole context again.
     ``rounds`` is the round-synchronous loop of CoRT and ToRA: generate for every active trajectory, execute all
     their calls, wait for the slowest, repeat. It is kept for comparison.
-    ``auto`` (the default) is ``continuous`` when the backend has a decode stream, else ``async``.
+    ``auto`` (the default) is ``continuous`` when the backend has a decode stream that can serve its model (see
+    ``HFBackend.streamable``), else ``async``.
 All apply the same per-trajectory steps and limits in the same order, so a backend whose output for a row does not
 depend on the other rows of its batch gives identical trajectories under each.
 """
@@ -200,7 +201,8 @@ class RolloutEngine:
         try:
             schedule = self.config.schedule
             if schedule == "auto":
-                schedule = "continuous" if isinstance(self.backend, StreamingBackend) else "async"
+                can = isinstance(self.backend, StreamingBackend) and getattr(self.backend, "streamable", True)
+                schedule = "continuous" if can else "async"
             if schedule == "rounds":
                 self._run_rounds(states, sampling)
             elif schedule == "continuous":

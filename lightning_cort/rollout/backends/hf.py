@@ -33,6 +33,7 @@ class HFBackend:
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos if eos is not None else -1])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
         self._pieces: dict[int, str] = {}
+        self._streamable: bool | None = None
 
     @torch.no_grad()
     def generate(
@@ -87,6 +88,23 @@ class HFBackend:
         """A continuous-batching :class:`HFDecodeStream` on this model (the engine's ``continuous`` schedule)."""
         return HFDecodeStream(self, sampling, capacity=self.batch_size or None)
 
+    @property
+    def streamable(self) -> bool:
+        """Whether :meth:`open_stream` can serve this model: every layer of its KV cache is full attention (the
+        engine's ``auto`` schedule falls back to ``async`` otherwise)."""
+        if self._streamable is None:
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            config = self.model.config
+            config = config.get_text_config() if hasattr(config, "get_text_config") else config
+            try:
+                layers = DynamicCache(config=config).layers
+            except Exception:  # a config DynamicCache cannot read: do not guess
+                layers = []
+            self._streamable = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return self._streamable
+
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
         if piece is None:
@@ -137,8 +155,10 @@ class HFDecodeStream:
     row, holding a decoding sequence's last token, a resuming sequence's forced tokens (right-aligned), or padding
     for a paused sequence (masked out). Positions are counted per sequence, so each one sees exactly its own tokens,
     as if decoded alone. A paused sequence (its code running) costs one masked column per step and nothing else; when
-    it resumes, only its new tokens are encoded. Released sequences' rows are reused by new ones, and when padding
-    makes up most of the cache (or a quarter of the rows are free), rows and columns are compacted by one gather.
+    it resumes, only its new tokens are encoded. Released sequences' rows are reused by new ones, and when the cache
+    is ``compact_ratio`` times wider than the longest sequence (or a quarter of the rows are free), rows and columns
+    are compacted by one gather. Models whose cache has sliding-window (or other non-full-attention) layers are
+    refused: a window over steps is not a window over a sequence's tokens (``HFBackend.streamable`` tells).
 
     Sampling matches :class:`HFBackend`: temperature, then top-k, then top-p; log-probabilities under
     ``logits / temperature`` (raw logits when greedy); a round ends at EOS, at the token that completes one of its stop
@@ -154,6 +174,11 @@ class HFDecodeStream:
     def __init__(
         self, backend: HFBackend, sampling: SamplingConfig, capacity: int | None = None, compact_ratio: float = 1.25
     ) -> None:
+        if not backend.streamable:
+            raise ValueError(
+                f"{type(backend.model).__name__}'s KV cache is not full attention in every layer (sliding windows?): "
+                "the decode stream cannot serve it; use RolloutConfig(schedule='async')"
+            )
         self.backend = backend
         self.model = backend.model
         self.sampling = sampling
@@ -228,7 +253,7 @@ class HFDecodeStream:
         live = [(r, q) for r, q in enumerate(self._rows) if q is not None and q.generating]
         encode = [(r, q) for r, q in live if len(q.pending) > 1]  # prompts, or a last token plus forced output
         decode = [(r, q) for r, q in live if len(q.pending) == 1]
-        sampled: list[tuple[_Sequence, torch.Tensor]] = []
+        sampled: list[tuple[list[tuple[int, _Sequence]], torch.Tensor]] = []
         if encode and (self._layers() is None or 2 * len(encode) >= len(self._rows)):
             sampled.append((live, self._forward_all(live)))  # most rows encode anyway: one padded forward
         else:
