@@ -12,6 +12,11 @@ import torch
 
 from lightning_cort.rollout.backends.base import BackendFinish, GenerationOutput, SamplingConfig
 
+try:  # the per-layer cache API of transformers 5 (the decode stream needs it; ``generate`` does not)
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover - older transformers
+    DynamicLayer = object  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -94,13 +99,12 @@ class HFBackend:
         engine's ``auto`` schedule falls back to ``async`` otherwise)."""
         if self._streamable is None:
             from transformers import DynamicCache
-            from transformers.cache_utils import DynamicLayer
 
             config = self.model.config
             config = config.get_text_config() if hasattr(config, "get_text_config") else config
             try:
                 layers = DynamicCache(config=config).layers
-            except Exception:  # a config DynamicCache cannot read: do not guess
+            except Exception:  # an older transformers, or a config DynamicCache cannot read: do not guess
                 layers = []
             self._streamable = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
         return self._streamable
@@ -381,7 +385,6 @@ class HFDecodeStream:
     def _cache_object(self) -> object:
         if self._cache is None:
             from transformers import DynamicCache
-            from transformers.cache_utils import DynamicLayer
 
             cache = DynamicCache(config=self._text_config())
             if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
@@ -449,13 +452,7 @@ class HFDecodeStream:
         self.compactions += 1
 
 
-def _buffer_layer_base() -> type:
-    from transformers.cache_utils import DynamicLayer
-
-    return DynamicLayer
-
-
-class _BufferLayer(_buffer_layer_base()):  # type: ignore[misc]
+class _BufferLayer(DynamicLayer):
     """A full-attention KV cache layer that appends new columns into spare room of its storage instead of
     concatenating the whole cache at every step (what ``DynamicLayer`` does: a copy of the cache per token, which
     dominated decoding here). ``keys`` / ``values`` are views of the filled part; the storage grows by half when full.
