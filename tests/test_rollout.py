@@ -656,3 +656,35 @@ def test_a_sliding_window_model_is_not_streamed(tokenizer, sandbox):
     engine = _engine(tokenizer, backend, sandbox, max_total_tokens=16, schedule="continuous")
     with pytest.raises(ValueError, match=r"not full attention.*schedule='async'"):
         engine.generate(engine.encode_prompts(["hi"]))
+
+
+def test_stream_sampling_applies_temperature_top_k_and_top_p_like_generate():
+    """The decode stream's sampler: top-k and top-p restrict the support exactly as ``generate``'s warpers do
+    (temperature first), and the reported log-probabilities are those of ``logits / temperature``, unfiltered."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from lightning_cort.rollout.backends.hf import _sample
+
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.2, -1.0, -3.0]]).repeat(4000, 1)
+    for cfg in (
+        SamplingConfig(temperature=0.7, top_k=3, logprobs=True),
+        SamplingConfig(temperature=1.3, top_p=0.6, logprobs=True),
+        SamplingConfig(temperature=1.0, top_k=4, top_p=0.9, logprobs=True),
+    ):
+        torch.manual_seed(0)
+        tokens, logprobs = _sample(logits, cfg)
+        scores = TemperatureLogitsWarper(cfg.temperature)(None, logits[:1].clone())
+        if cfg.top_k:
+            scores = TopKLogitsWarper(cfg.top_k)(None, scores)
+        if cfg.top_p < 1:
+            scores = TopPLogitsWarper(cfg.top_p)(None, scores)
+        support = set(torch.isfinite(scores[0]).nonzero().flatten().tolist())
+        assert set(tokens.tolist()) == support  # every allowed token drawn at least once in 4000, no other
+        expected = torch.log_softmax(logits / cfg.temperature, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        torch.testing.assert_close(logprobs, expected)
+        probs = torch.softmax(scores[0], dim=-1)
+        freq = torch.bincount(tokens, minlength=logits.shape[1]).float() / len(tokens)
+        torch.testing.assert_close(freq, probs, atol=0.03, rtol=0)
+    greedy, lp = _sample(logits[:2], SamplingConfig(temperature=0, logprobs=True))
+    assert greedy.tolist() == [0, 0]
+    torch.testing.assert_close(lp, torch.log_softmax(logits[:2], dim=-1)[:, 0])
