@@ -79,7 +79,8 @@ def test_grpo_update_moves_logprobs_in_the_advantage_direction(trained_policy, t
     )
     bad = trajectory_from_text(tokenizer, "What is 2 * 3?", "</think>\n\n\\boxed{5}", fmt, row={"answer": "6"})
     module = GRPOModule(copy.deepcopy(trained_policy).train(), tokenizer, group_size=2, lr=1e-3)
-    opt = torch.optim.SGD(module.model.parameters(), lr=0.05)
+    # A small step, so the first-order direction shows (0.05 overshot once the tokenizer changed: both log-probs fell).
+    opt = torch.optim.SGD(module.model.parameters(), lr=1e-3)
     module.optimizers = lambda: opt  # type: ignore[method-assign]
     module.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
     module.clip_gradients = lambda *a, **k: None  # type: ignore[method-assign]

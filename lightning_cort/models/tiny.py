@@ -49,7 +49,7 @@ CHAT_TEMPLATE = (
 )
 
 # Bump when the corpus or the training procedure changes, so cached tokenizers are rebuilt.
-_TOKENIZER_VERSION = 3
+_TOKENIZER_VERSION = 4
 
 
 def default_cache_dir() -> Path:
@@ -61,15 +61,31 @@ def default_cache_dir() -> Path:
 def _corpus() -> list[str]:
     """Deterministic training text: prompts and traces of the built-in task in every format and style."""
     from lightning_cort.formats import CORT_HINT_CALCULATE, CORT_HINT_TRUST, CoRTFormat, ReToolFormat
-    from lightning_cort.tasks.calculator import ALL_KINDS, CalculatorTask, build_prompt, code_trace, text_trace
+    from lightning_cort.tasks.calculator import (
+        ALL_KINDS,
+        CalculatorTask,
+        build_prompt,
+        code_trace,
+        hint_trace,
+        reasoning_trace,
+        reference_output,
+        text_trace,
+    )
 
     texts: list[str] = [CORT_HINT_CALCULATE, CORT_HINT_TRUST]
     for digits in (2, 3, 4):
         for p in CalculatorTask(kinds=ALL_KINDS, digits=digits, seed=12345).problems("train", 400):
             texts.append(build_prompt(p.question))
+            # Hint-Engineering and reasoning traces are in the corpus too, so their recurring sentences (Hint-1,
+            # Hint-2, the one-line plans) get merges. A real BPE vocabulary trained on web text encodes such common
+            # English compactly (Qwen2 spends about 14 tokens on Hint-1); without them in the corpus this 1024-entry
+            # vocabulary spent 32, and hint traces cost more than the hand arithmetic they replace. CoRT's strings
+            # are unchanged; only how many tokens they take.
+            texts.append(reasoning_trace(p))
             for fmt in (CoRTFormat(), ReToolFormat()):
                 texts.append(code_trace(p, p.answer, fmt))
                 texts.append(text_trace(p, fmt))
+                texts.append(hint_trace(p, reference_output(p), fmt))
     fmt = CoRTFormat()
     texts.append(fmt.render_output('Traceback (most recent call last):\n  File "<cell>", line 1\nNameError: x'))
     texts.append(fmt.render_output("Timeout Error", budget_notice=True))

@@ -260,6 +260,8 @@ def warm_start(
             "format": code_format.name,
             "seed": seed,
             "vocab": len(tokenizer),
+            # The ids themselves: a retrained tokenizer of the same size must not reuse a policy trained on others.
+            "tokenizer": _tokenizer_fingerprint(tokenizer),
         },
         sort_keys=True,
     )
@@ -277,6 +279,12 @@ def warm_start(
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     return model.train(), False
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def sft(
