@@ -41,8 +41,8 @@ class StudyConfig:
     """The study's sizes (``--quick`` shrinks them)."""
 
     # Trained tokens per SFT stage (interpreter output and prompts excluded). Hint-SFT in CoRT's fences reached 0.96
-    # held-out accuracy on 1.83M of them (3,000 traces x 6 epochs at lr 2e-3) and 0.2 on 1.22M.
-    token_budget: int = 2_000_000
+    # held-out accuracy on 1.83M of them (3,000 traces x 6 epochs at lr 2e-3), 0.80 on 2.0M and 0.2 on 1.22M.
+    token_budget: int = 1_900_000
     sft_epochs: int = 6
     sft_batch: int = 32
     sft_lr: float = 2e-3
@@ -70,15 +70,27 @@ QUICK = StudyConfig(
 
 
 def examples_for_budget(style: str, code_format: str, cfg: StudyConfig) -> int:
-    """How many built-in traces of ``style`` make ``token_budget`` trained tokens over ``sft_epochs`` epochs."""
+    """How many built-in traces of ``style`` make ``token_budget`` trained tokens over ``sft_epochs`` epochs.
+
+    Counted on the very traces the SFT recipe will take (the first ``n`` training problems), so text-only and hint
+    stages train on the same number of tokens, not just on the same estimate.
+    """
     from lightning_cort.formats import get_format
     from lightning_cort.models.tiny import tiny_tokenizer
     from lightning_cort.recipes._common import task_traces
     from lightning_cort.tasks import CalculatorTask
 
-    sample = task_traces(CalculatorTask(), tiny_tokenizer(), get_format(code_format), 300, style)  # type: ignore[arg-type]
-    per_trace = statistics.mean(int(e.loss_mask.sum()) for e in sample)
-    return max(1, round(cfg.token_budget / (per_trace * cfg.sft_epochs)))
+    per_epoch = cfg.token_budget / cfg.sft_epochs
+    tok, fmt = tiny_tokenizer(), get_format(code_format)
+    sample = task_traces(CalculatorTask(), tok, fmt, 300, style)  # type: ignore[arg-type]
+    guess = per_epoch / statistics.mean(int(e.loss_mask.sum()) for e in sample)
+    traces = task_traces(CalculatorTask(), tok, fmt, int(guess * 1.5) + 10, style)  # type: ignore[arg-type]
+    total = 0
+    for n, e in enumerate(traces, start=1):
+        total += int(e.loss_mask.sum())
+        if total >= per_epoch:
+            return n
+    return len(traces)
 
 
 def run_format(code_format: str, cfg: StudyConfig, out: Path) -> list[dict[str, Any]]:
