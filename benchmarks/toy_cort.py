@@ -13,7 +13,7 @@ Each stage is one recipe call (``lightning_cort.recipes.sft`` / ``.rft`` / ``.rl
 gives the table: accuracy, tokens per response, tokens per correct answer, code calls per response, code success rate.
 
 Usage:
-    python benchmarks/toy_cort.py                 # the full study (~28 minutes on 2 cores, projected)
+    python benchmarks/toy_cort.py                 # the full study (28 minutes on 2 cores, measured), README section
     python benchmarks/toy_cort.py --quick         # a shortened run that checks the pipeline (a couple of minutes)
 """
 
