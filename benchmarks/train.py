@@ -283,7 +283,7 @@ def bench_sft(s: SFTSetup, repeats: int, with_trl: bool) -> dict[str, Any]:
 class _Phases:
     """Accumulates wall time per phase for the current step.
 
-    Generation and tool calls overlap under the async rollout engine (executions run in threads while the backend
+    Generation and tool calls overlap in the rollout engine (executions run in threads while the backend
     generates), so their time is accumulated as wall-clock intervals: ``tool`` is the time when an execution was in
     flight and no generation ran (the rollout waited on tools only), ``tool_any`` the time when any execution was in
     flight.
@@ -356,6 +356,15 @@ class _PhaseTimer(L.Callback):
         p = self.phases
         engine = self.rollout_cb.engine
         engine.backend.generate = p.timed("generation", engine.backend.generate)
+        if hasattr(engine.backend, "open_stream"):  # the continuous schedule generates through decode-stream steps
+            open_stream = engine.backend.open_stream
+
+            def timed_open_stream(*args: Any, **kwargs: Any) -> Any:
+                stream = open_stream(*args, **kwargs)
+                stream.step = p.timed("generation", stream.step)
+                return stream
+
+            engine.backend.open_stream = timed_open_stream
         for name in ("run_many", "open_session", "close_session"):
             setattr(engine.sandbox, name, p.timed("tool", getattr(engine.sandbox, name)))
         in_reference = False
@@ -565,7 +574,7 @@ def grpo_report(res: dict[str, Any]) -> list[str]:
     total = mean("total")
     gen, tool = mean("generation"), mean("tool")
     rows = [
-        ("generation (`HFBackend.generate`)", gen),
+        ("generation (`HFDecodeStream` steps, the default continuous schedule)", gen),
         ("tool execution not overlapped by generation (`LocalSandbox`: `run_many`, sessions)", tool),
         ("rest of the rollout (engine bookkeeping, tokenizing outputs, rollout stats)", mean("rollout") - gen - tool),
         ("old log-probs (no grad)", mean("old")),
@@ -593,7 +602,7 @@ def grpo_report(res: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"- executions were in flight {tool_any:.3f} s per step, {tool_any - tool:.3f} s of it while the backend "
-        "generated for other trajectories (the async rollout engine overlaps the two)",
+        "generated for other trajectories (the rollout engine overlaps the two)",
     ]
     return lines
 
