@@ -386,18 +386,21 @@ def test_async_and_round_synchronous_schedules_give_identical_trajectories(token
     assert [keys for _, keys in backends["async"].calls] != [keys for _, keys in backends["rounds"].calls]
 
 
-def test_sessions_are_closed_after_their_executions_when_generation_fails(tokenizer, sandbox):
+@pytest.mark.parametrize("schedule", ["async", "continuous"])
+def test_sessions_are_closed_after_their_executions_when_generation_fails(tokenizer, sandbox, schedule):
     scripts = {
         "slow": [("```python\nimport time\ntime.sleep(0.5)\nprint(1)\n```\n", "stop"), ("</think>", "eos")],
         "fast": [("```python\nprint(2)\n```\n", "stop"), ("</think>", "eos")],
     }
     tracking = TrackingSandbox(sandbox)
-    backend = RowScriptedBackend(tokenizer, scripts, fail_on=("fast", 1))
-    engine = _engine(tokenizer, backend, tracking, max_calls=2)
+    # The failure comes from a backend call (async) or from the decode stream's resume (continuous).
+    backend = StreamingScriptedBackend(tokenizer, scripts, fail_on=("fast", 1))
+    engine = _engine(tokenizer, backend, tracking, max_calls=2, schedule=schedule)
     with pytest.raises(RuntimeError, match="backend failure"):
         engine.generate(engine.encode_prompts(["[slow] q", "[fast] q"]))
     assert len(tracking.opened) == 2 and sorted(tracking.closed) == sorted(tracking.opened)
     assert tracking.in_flight_at_close == [0, 0]  # the slow execution had ended before any session was closed
+    assert len(backend.streams) == (schedule == "continuous")  # each schedule took its own path
 
 
 def test_invalid_schedule_is_reported_with_other_errors():
@@ -556,20 +559,6 @@ def test_continuous_schedule_needs_a_streaming_backend(tokenizer, sandbox):
     engine = _engine(tokenizer, RowScriptedBackend(tokenizer, {"a": []}), sandbox, schedule="continuous")
     with pytest.raises(TypeError, match=r"open_stream.*RowScriptedBackend.*schedule='async'"):
         engine.generate(engine.encode_prompts(["[a] q"]))
-
-
-def test_continuous_schedule_closes_sessions_after_executions_when_the_stream_fails(tokenizer, sandbox):
-    scripts = {
-        "slow": [("```python\nimport time\ntime.sleep(0.5)\nprint(1)\n```\n", "stop"), ("</think>", "eos")],
-        "fast": [("```python\nprint(2)\n```\n", "stop"), ("</think>", "eos")],
-    }
-    tracking = TrackingSandbox(sandbox)
-    backend = StreamingScriptedBackend(tokenizer, scripts, fail_on=("fast", 1))
-    engine = _engine(tokenizer, backend, tracking, max_calls=2, schedule="continuous")
-    with pytest.raises(RuntimeError, match="backend failure"):
-        engine.generate(engine.encode_prompts(["[slow] q", "[fast] q"]))
-    assert len(tracking.opened) == 2 and sorted(tracking.closed) == sorted(tracking.opened)
-    assert tracking.in_flight_at_close == [0, 0]
 
 
 @pytest.mark.slow
