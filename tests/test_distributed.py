@@ -44,7 +44,16 @@ def test_two_processes_follow_the_single_process_run(mode, single, tmp_path, _ca
     assert len(result["losses"]) == len(single["losses"]) == 3
     assert any(abs(x) > 1e-3 for x in single["losses"])  # the curve is not trivially zero
     assert result["losses"] == pytest.approx(single["losses"], rel=1e-4, abs=1e-6)
-    assert result["checksum"].keys() == single["checksum"].keys()
-    for name, value in single["checksum"].items():
-        assert result["checksum"][name] == pytest.approx(value, rel=1e-5, abs=1e-5), name
+    # The final weights, element by element: equal up to float reassociation of the gradient reduction (seen: 8e-6),
+    # far below the training's own change of the weights (checked to be > 1e-3 in every changed tensor).
+    import torch
+
+    ours, reference = torch.load(result["weights"]), torch.load(single["weights"])
+    initial = torch.load(single["initial"])
+    assert ours.keys() == reference.keys()
+    moved = 0.0
+    for name, value in reference.items():
+        assert (ours[name] - value).abs().max().item() < 1e-4, name
+        moved = max(moved, (value - initial[name]).abs().max().item())
+    assert moved > 1e-3  # training really changed the weights
     assert result["sharded"] is (mode == "fsdp2")  # FSDP2 really sharded the parameters as DTensors

@@ -55,6 +55,9 @@ def main() -> None:
     tokenizer = tiny_tokenizer()
     model = tiny_qwen2(tokenizer, num_layers=2, seed=0)
     data = trajectories(tokenizer)
+    initial = os.path.join(os.path.dirname(os.path.abspath(out)), f"{mode}-initial.pt")
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, initial)
 
     class FixedRollouts(RolloutCallback):
         """Hands each rank its share of the fixed rollouts (whole groups) instead of sampling."""
@@ -118,10 +121,11 @@ def main() -> None:
         from transformers import AutoModelForCausalLM
 
         state = AutoModelForCausalLM.from_pretrained(export_dir).state_dict()
-        checksum = {k: float(v.double().sum()) for k, v in state.items()}
+        weights = os.path.join(os.path.dirname(os.path.abspath(out)), f"{mode}-weights.pt")
+        torch.save(state, weights)
         sharded = any(type(p).__name__ == "DTensor" for p in module.model.parameters())
         with open(out, "w") as f:
-            json.dump({"losses": curve.losses, "checksum": checksum, "sharded": sharded}, f)
+            json.dump({"losses": curve.losses, "weights": weights, "initial": initial, "sharded": sharded}, f)
 
 
 if __name__ == "__main__":
