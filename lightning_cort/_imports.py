@@ -17,8 +17,9 @@ BITSANDBYTES_AVAILABLE = _available("bitsandbytes")
 E2B_AVAILABLE = _available("e2b_code_interpreter")
 # Not an extra of its own: installed with e2b; the LLM hint judge uses it when present and urllib otherwise.
 HTTPX_AVAILABLE = _available("httpx")
+GGUF_AVAILABLE = _available("gguf")
 
-_EXTRAS = {"vllm": "vllm", "bitsandbytes": "qlora", "e2b_code_interpreter": "e2b"}
+_EXTRAS = {"vllm": "vllm", "bitsandbytes": "qlora", "e2b_code_interpreter": "e2b", "gguf": "real"}
 
 
 def require(module: str, feature: str) -> None:

@@ -5,8 +5,15 @@ Two ways to score a generation against a gold answer (:func:`check_answer`, ``mo
       **whole generation** (``ExprExtractionConfig`` then ``LatexExtractionConfig``), so no ``</think>`` is needed and
       without any ``\boxed{}`` the last expression counts. Different boxes close together (``\boxed{3}, \boxed{4}``)
       parse as a *set* (``{3, 4}``), which equals no single-number gold.
-    * ``"strict"`` — the last ``\boxed{}`` after ``</think>`` (:func:`~lightning_cort.rewards.math.final_answer`,
-      CoRT's RL reward and deepscaler metric), normalised like a gold and compared with math-verify.
+    * ``"strict"`` — the response's final answer (:func:`~lightning_cort.rewards.math.final_answer`): the last
+      ``\boxed{}`` after ``</think>`` in a thinking response (CoRT's RL reward and deepscaler metric; none while the
+      thinking is open), the last ``\boxed{}`` anywhere in a response without thinking tags (an instruct model's),
+      normalised like a gold and compared with math-verify.
+
+This is the toolkit's one answer judge: rewards (:func:`lightning_cort.rewards.is_correct`), training metrics, the
+held-out checks of the recipes, RFT filters, synthesis and the eval recipe all call it. They pass the *response* (the
+completion preceded by the ``<think>`` the prompt opened, if any: :func:`lightning_cort.rewards.math.response_text`),
+so thinking and non-thinking models are scored by the same rule.
 
 Golds are first put in the form math-verify needs by :func:`normalize_gold` (``025`` → ``25``, ``$(2,4)$`` →
 ``(2,4)``, ``90^\circ`` → ``90``, ...). Plain numbers and single words are then decided by an exact comparison (the
@@ -43,8 +50,8 @@ from lightning_cort.rewards.math import boxed_at, final_answer
 
 __all__ = ["AnswerChecker", "CheckerStats", "Mode", "check_answer", "normalize_gold"]
 
-#: ``"cort"``: math-verify over the whole generation (CoRT's evaluation); ``"strict"``: the last ``\boxed{}`` after
-#: ``</think>`` (CoRT's RL reward).
+#: ``"cort"``: math-verify over the whole generation (CoRT's evaluation); ``"strict"``: the response's final
+#: ``\boxed{}`` (after ``</think>`` when it thinks; CoRT's RL reward).
 Mode = Literal["cort", "strict"]
 _MODES = ("cort", "strict")
 
@@ -216,19 +223,20 @@ def _parse_gold(gold_for_parse: str) -> Any:
     return parse(gold_for_parse, parsing_timeout=None)  # type: ignore[arg-type]
 
 
-def _math_verify(mode: str, text: str, gold_for_parse: str) -> bool:
+def _math_verify(mode: str, text: str, gold_for_parse: str, timeout: int | None = None) -> bool:
     """math-verify on a prepared item: ``text`` is the whole generation (``cort``) or the normalised boxed answer
-    (``strict``)."""
+    (``strict``); ``timeout``: math-verify's own per-parse and per-comparison limit (main thread only)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled" (golds): deliberate here
     gold = _parse_gold(gold_for_parse)
     if mode == "cort":
         # CoRT's order: expressions first, then LaTeX (it matters when both match at the same priority).
         config = (ExprExtractionConfig(), LatexExtractionConfig())
-        pred = parse(text, extraction_config=config, parsing_timeout=None)  # type: ignore[arg-type]
+        pred = parse(text, extraction_config=config, parsing_timeout=timeout)  # type: ignore[arg-type]
     else:
-        pred = parse(_for_parse(text), parsing_timeout=None)  # type: ignore[arg-type]
-    return bool(verify(gold, pred, timeout_seconds=None))
+        pred = parse(_for_parse(text), parsing_timeout=timeout)  # type: ignore[arg-type]
+    return bool(verify(gold, pred, timeout_seconds=timeout))
 
 
 def _prepare(prediction_text: str, gold: str, mode: str, fast_path: bool) -> bool | tuple[str, str, str]:
@@ -257,19 +265,26 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
 
 
-def check_answer(prediction_text: str, gold: str, *, mode: Mode = "cort", fast_path: bool = True) -> bool:
-    r"""Whether a generation answers ``gold``, in this process and without a time limit.
+def check_answer(
+    prediction_text: str, gold: str, *, mode: Mode = "cort", fast_path: bool = True, timeout: int | None = 5
+) -> bool:
+    r"""Whether a generation answers ``gold``, in this process.
 
-    Safe to call from any thread (math-verify runs without its ``signal.alarm`` timeouts). For many items, or for
-    generations that could make math-verify run for long, use :class:`AnswerChecker`, which adds a time limit.
+    Safe to call from any thread. In the main thread math-verify gets its own ``signal.alarm`` limits of ``timeout``
+    seconds per parse and per comparison (an overrun counts as incorrect); in other threads it runs without a limit.
+    For many items, or for generations that could make math-verify run for long, use :class:`AnswerChecker`, which
+    enforces a wall-clock limit in worker processes.
 
     Args:
-        prediction_text: The model's whole generation (thinking, code, interpreter outputs, answer).
+        prediction_text: The model's whole response (thinking, code, interpreter outputs, answer), preceded by the
+            ``<think>`` its prompt opened, if any (:func:`~lightning_cort.rewards.math.response_text`).
         gold: The gold answer as stored in the benchmark; normalised by :func:`normalize_gold`.
         mode: ``"cort"``: math-verify over the whole generation, as CoRT's evaluation scores it; ``"strict"``: the
-            last ``\boxed{}`` after ``</think>``, as CoRT's RL reward reads it (no such box: incorrect).
+            response's final ``\boxed{}`` (after ``</think>`` in a thinking response, as CoRT's RL reward reads it;
+            anywhere in a response without thinking tags); no such box: incorrect.
         fast_path: Decide plain numbers and single words by exact comparison before calling math-verify (same
             verdicts, much faster).
+        timeout: Seconds math-verify may spend per parse and per comparison in the main thread (``None``: no limit).
 
     Returns:
         ``True`` when the answer is correct.
@@ -278,8 +293,9 @@ def check_answer(prediction_text: str, gold: str, *, mode: Mode = "cort", fast_p
     prepared = _prepare(prediction_text, gold, mode, fast_path)
     if isinstance(prepared, bool):
         return prepared
+    main = threading.current_thread() is threading.main_thread()
     try:
-        return _math_verify(*prepared)
+        return _math_verify(*prepared, timeout=timeout if main else None)
     except Exception:
         return False
 
@@ -442,7 +458,7 @@ class AnswerChecker:
 
     Args:
         mode: ``"cort"`` (math-verify over the whole generation, CoRT's evaluation) or ``"strict"`` (the last
-            ``\boxed{}`` after ``</think>``, CoRT's reward); see :func:`check_answer`.
+            final ``\boxed{}`` of the response, CoRT's reward); see :func:`check_answer`.
         timeout: Wall-clock limit per item, in seconds, counted in the worker from the item's start (math-verify's
             own default limits are 5 s per parse and per comparison; CoRT's scoring allows 30 s per example).
         workers: Worker processes (default: the CPU cores this process may use).

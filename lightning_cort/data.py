@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, message: str) -> list[int]:
-    """Chat-template one user message, with the generation prompt (``...<｜Assistant｜><think>\\n``)."""
+    """Chat-template one user message, with the generation prompt (``...<｜Assistant｜><think>\\n``). A tokenizer
+    without a chat template (a base model, e.g. Gemma-3-270M) gets the message as plain text after its start
+    tokens."""
+    if not getattr(tokenizer, "chat_template", None):
+        return list(tokenizer(message)["input_ids"])
     enc = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
     return list(enc["input_ids"] if isinstance(enc, Mapping) else enc)
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightning_cort.metrics import token_efficiency
+from lightning_cort._console import progress_bar
+from lightning_cort.metrics import no_answer_diagnosis, token_efficiency
 from lightning_cort.rewards.functions import is_correct
+from lightning_cort.rewards.math import opens_thinking, response_text
 from lightning_cort.rollout.backends.base import SamplingConfig
 from lightning_cort.rollout.backends.hf import HFBackend
 from lightning_cort.rollout.engine import RolloutConfig, RolloutEngine
@@ -37,6 +40,8 @@ def evaluate(
     n: int = 1,
     sampling: SamplingConfig | None = None,
     batch_size: int = 64,
+    progress: bool = False,
+    description: str = "evaluating",
 ) -> tuple[dict[str, float], list[Trajectory]]:
     """Roll out every row (``prompt`` field) and score it against its ``answer``.
 
@@ -50,6 +55,8 @@ def evaluate(
         n: Samples per row.
         sampling: Defaults to greedy decoding.
         batch_size: Rows per generation batch.
+        progress: Show a progress bar (``description``) over the rows.
+        description: The progress bar's label.
 
     Returns:
         ``(metrics, trajectories)`` with :func:`~lightning_cort.metrics.token_efficiency` metrics.
@@ -61,13 +68,17 @@ def evaluate(
     model.eval()
     trajectories: list[Trajectory] = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), progress_bar(progress, description, len(rows)) as advance:
             for i in range(0, len(rows), batch_size):
                 chunk = rows[i : i + batch_size]
                 prompts = engine.encode_prompts([r["prompt"] for r in chunk])
                 trajectories.extend(engine.generate(prompts, chunk, n=n, sampling=sampling))
+                advance(len(chunk))
     finally:
         model.train(was_training)
+    diagnosis = no_answer_diagnosis([(t.response_text, t.finish_reason) for t in trajectories])
+    if diagnosis is not None:
+        warnings.warn(f"evaluation: {diagnosis}", stacklevel=2)
     correct = [is_correct(t, t.row) for t in trajectories]
     return token_efficiency(trajectories, correct), trajectories
 
@@ -170,8 +181,16 @@ def trajectory_record(t: Trajectory, dataset: str, index: int, sample: int) -> d
         "answer": t.row.get("answer"),
         "completion": t.completion_text,
         "completion_ids": t.completion_ids.tolist(),
+        "opens_thinking": opens_thinking(t.prompt_text),
         **trajectory_usage(t),
     }
+
+
+def record_response(record: Mapping[str, Any], completion: str | None = None) -> str:
+    """The response of a generation record as the answer judge reads it (``completion`` replaces the record's, e.g.
+    cut at a token budget)."""
+    text = record["completion"] if completion is None else completion
+    return response_text("<think>" if record.get("opens_thinking") else "", text)
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lightning_cort.rewards.math import THINK_CLOSE, final_answer
 from lightning_cort.trajectory import Trajectory
 
 
 def rollout_statistics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     """Statistics that need no correctness: ``tokens_per_s`` (sampled tokens per second of generation),
     ``interpreter_time_share``, ``tool_calls_per_response``, ``truncation_rate`` (responses that hit a token limit),
+    ``answer_rate`` (responses with a final answer to judge: a ``\\boxed{}``, after ``</think>`` when thinking),
     ``infrastructure_failure_rate`` (calls that failed in the sandbox)."""
     n = len(trajectories)
     if n == 0:
@@ -23,10 +25,34 @@ def rollout_statistics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
         "interpreter_time_share": tool_s / (gen_s + tool_s) if gen_s + tool_s > 0 else 0.0,
         "tool_calls_per_response": len(calls) / n,
         "truncation_rate": sum(t.finish_reason in ("length", "budget") for t in trajectories) / n,
+        "answer_rate": sum(final_answer(t.response_text) is not None for t in trajectories) / n,
         "infrastructure_failure_rate": (
             sum(c.result.is_infrastructure_failure for c in calls) / len(calls) if calls else 0.0
         ),
     }
+
+
+def no_answer_diagnosis(responses: Sequence[tuple[str, str]]) -> str | None:
+    """Why every reward and accuracy is 0 when none of the responses has a final answer to judge (``None`` when at
+    least one has): how many never closed their thinking, hit the token limit, or wrote no ``\\boxed{}``.
+
+    Args:
+        responses: ``(response_text, finish_reason)`` per response (:attr:`Trajectory.response_text`).
+    """
+    if not responses or any(final_answer(text) is not None for text, _ in responses):
+        return None
+    open_thinking = sum(text.startswith("<think>") and THINK_CLOSE not in text for text, _ in responses)
+    truncated = sum(finish in ("length", "budget") for _, finish in responses)
+    no_box = sum("\\boxed{" not in text for text, _ in responses)
+    reasons = [
+        f"{open_thinking} never closed their thinking (no </think>)" if open_thinking else "",
+        f"{truncated} hit the token limit (raise the token budget)" if truncated else "",
+        f"{no_box} wrote no \\boxed{{}} (does the prompt ask for one?)" if no_box else "",
+    ]
+    return (
+        f"none of {len(responses)} responses has a final answer to judge (a \\boxed{{}}, after </think> when the "
+        f"model thinks): {'; '.join(r for r in reasons if r)}. Every reward and accuracy is 0."
+    )
 
 
 def trajectory_usage(trajectory: Trajectory) -> dict[str, Any]:

@@ -96,6 +96,14 @@ class Trajectory:
         return "".join(s.text for s in self.segments)
 
     @property
+    def response_text(self) -> str:
+        """The response as answer checking reads it: the completion, preceded by ``<think>`` when the prompt's
+        generation prompt opened the thinking (R1-Distill templates do; instruct models' do not)."""
+        from lightning_cort.rewards.math import response_text
+
+        return response_text(self.prompt_text, self.completion_text)
+
+    @property
     def num_model_tokens(self) -> int:
         """Sampled tokens."""
         return int(self.loss_mask.sum())

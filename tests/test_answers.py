@@ -149,7 +149,8 @@ def test_fast_path_gives_math_verify_verdicts():
 @pytest.mark.parametrize(
     ("text", "cort", "strict"),
     [
-        (r"The answer is \boxed{42}", True, False),  # no </think>: strict needs the close
+        (r"<think>The answer is \boxed{42}", True, False),  # thinking never closed: strict has no answer
+        (r"The answer is \boxed{42}", True, True),  # no thinking tags (an instruct model): the last box
         ("Checking.\n```output\n42\n```\n", True, False),  # no box: cort takes the last number
         ("</think>\n\nIt is \\boxed{41}, or rather \\boxed{42}", False, True),  # cort: the set {41, 42}
         ("</think>\n\n\\boxed{42}\nThe final answer is 41", False, True),  # the phrase outranks the box in cort

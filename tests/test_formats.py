@@ -110,3 +110,29 @@ def test_get_format():
     assert get_format("retool").name == "retool"
     with pytest.raises(ValueError, match="unknown code format"):
         get_format("jupyter")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Run it:\n```python\nprint(1)\n```\n", "print(1)"),
+        ("Run it:\n```python\nprint(1)\n```", "print(1)"),  # the turn ended right after the fence
+        ("```py\nprint(2)\n```\n", "print(2)"),
+        ("```Python\nprint(3)\n```\n\n", "print(3)"),  # the fence token carried a second newline
+        ("```python3 \nprint(4)\n```\n", "print(4)"),
+        ("```python\nprint(0)\n```\n```output\n0\n```\nAgain:\n```py\nprint(5)\n```\n", "print(5)"),  # the last one
+        ("```python\nprint(1)\n``` is the program", None),  # the model went on: not a call
+        ("```\nprint(1)\n```\n", None),  # no language tag: a plain block, not a call
+        ("```bash\nls\n```\n", None),
+        ("```python\nprint(1)\n", None),  # not closed yet
+    ],
+)
+def test_cort_calls_as_real_models_write_them(text, code):
+    call = CoRTFormat().find_call(text)
+    assert (call.code if call else None) == code
+
+
+@pytest.mark.parametrize("tag", ["python", "py", "python3", ""])
+def test_retool_code_fences_with_any_python_tag(tag):
+    call = ReToolFormat().find_call(f"<code>\n```{tag}\nprint(1)\n```\n</code>")
+    assert call is not None and call.code == "print(1)"

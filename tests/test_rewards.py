@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_cort.rewards import final_answer, is_equivalent, last_boxed
+from lightning_cort.answers import check_answer
+from lightning_cort.rewards import final_answer, last_boxed, opens_thinking, response_text
 
 
 def test_last_boxed_matches_braces():
@@ -11,11 +12,30 @@ def test_last_boxed_matches_braces():
     assert last_boxed(r"\boxed{unclosed") is None
 
 
-def test_final_answer_requires_think_close():
-    text = "thinking \\boxed{3}\n</think>\n\n\\boxed{4}"
-    assert final_answer(text) == "4"
-    assert final_answer("\\boxed{4}") is None
-    assert final_answer("\\boxed{4}", require_think_close=False) == "4"
+def test_final_answer_of_thinking_and_non_thinking_responses():
+    # A thinking response answers after its thinking; a box inside the thinking does not count.
+    assert final_answer("<think>\nthinking \\boxed{3}\n</think>\n\n\\boxed{4}") == "4"
+    assert final_answer("thinking \\boxed{3}\n</think>\n\n\\boxed{4}") == "4"  # the template opened it
+    assert final_answer("<think>\nstill thinking \\boxed{3}") is None  # cut off mid-thought: no answer
+    assert final_answer("<think>\ndone</think>no box") is None
+    # A response without thinking tags (an instruct model's) answers with its last box anywhere.
+    assert final_answer("The product is \\(\\boxed{12}\\).") == "12"
+    assert final_answer("first \\boxed{1}, finally \\boxed{2}") == "2"
+    assert final_answer("no box at all") is None
+
+
+def test_response_text_follows_the_prompt():
+    r1 = "<｜User｜>What is 2+2?<｜Assistant｜><think>\n"
+    qwen = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    assert opens_thinking(r1) and not opens_thinking(qwen)
+    assert opens_thinking(r1 + "Okay, a forced prefix after the opening")  # Hint-Engineering continuations
+    assert not opens_thinking("<think>\n\n</think>\n\n")  # a template that closes an empty thinking
+    assert response_text(r1, "\\boxed{4}") == "<think>\n\\boxed{4}"
+    assert response_text(qwen, "\\boxed{4}") == "\\boxed{4}"
+    # The same completion is correct from an instruct model's prompt and unfinished from a thinking model's.
+    assert check_answer(response_text(qwen, "So \\boxed{4}."), "4", mode="strict")
+    assert not check_answer(response_text(r1, "So \\boxed{4}."), "4", mode="strict")
+    assert check_answer(response_text(r1, "So 4.\n</think>\n\\boxed{4}"), "4", mode="strict")
 
 
 @pytest.mark.parametrize(
@@ -35,7 +55,9 @@ def test_final_answer_requires_think_close():
     ],
 )
 def test_equivalence(pred, gold, same):
-    assert is_equivalent(pred, gold) is same
+    # The judge every reward uses, on a boxed answer (None: no box at all).
+    text = "no answer" if pred is None else f"\\boxed{{{pred}}}"
+    assert check_answer(text, gold, mode="strict") is same
 
 
 def _traj(tokenizer, sandbox, script):

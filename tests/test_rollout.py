@@ -508,6 +508,9 @@ class ScriptedStream:
     def release(self, handle):
         del self.rows[handle]
 
+    def drop_last(self, handle):
+        self.contexts[handle].pop()
+
     @property
     def generating(self):
         return sum(1 for r in self.rows.values() if r["out"] is not None)
@@ -553,6 +556,49 @@ def test_continuous_schedule_gives_the_round_synchronous_trajectories(tokenizer,
         slow_resumed = next(i for i, ks in enumerate(stream.per_step) if i and "two-calls" in ks and
                             "two-calls" not in stream.per_step[i - 1])  # fmt: skip
         assert any("all-calls" in ks for ks in stream.per_step[1:slow_resumed])
+
+
+END_OF_TURN_SCRIPTS = {
+    # A chat model closes its fence and ends its turn, expecting a user to run the code.
+    "end-of-turn": [("Let me run it.\n```python\nprint(6 * 7)\n```", "eos"), ("</think>\\boxed{42}", "eos")],
+    # A `py` tag; the call's output is the last allowed one, then an end of turn after a fence is not a call.
+    "py-tag": [("```py\nprint(2)\n```\n", "stop"), ("```python\nprint(3)\n```", "eos")],
+    # Text after the closing fence: the model went on, so the end of turn ends the trajectory.
+    "not-a-call": [("```python\nprint(1)\n``` is the program.", "eos")],
+}
+
+
+@pytest.mark.parametrize("schedule", ["rounds", "async", "continuous"])
+def test_a_call_closed_right_before_the_end_of_turn_runs(tokenizer, sandbox, schedule):
+    keys = list(END_OF_TURN_SCRIPTS)
+    backend = StreamingScriptedBackend(tokenizer, END_OF_TURN_SCRIPTS)
+    engine = _engine(
+        tokenizer, backend, sandbox, schedule=schedule, max_calls=1, budget_notice=False,
+        sampling=SamplingConfig(logprobs=True),
+    )  # fmt: skip
+    prompts = engine.encode_prompts([f"[{k}] q" for k in keys])
+    trajectories = dict(zip(keys, engine.generate(prompts)))
+    eos = tokenizer.eos_token_id
+
+    t = trajectories["end-of-turn"]
+    assert [c.code for c in t.tool_calls] == ["print(6 * 7)"] and t.finish_reason == "eos"
+    first, second = backend.sampled["end-of-turn"]
+    assert first[-1] == eos
+    _check_provenance(t, tokenizer, [first[:-1], second])  # the end-of-turn token before the output was dropped
+    assert t.tool_calls[0].rendered.startswith("\n```output\n42")  # the output starts on its own line
+    assert t.completion_text.endswith("```\n```output\n42\n```\n</think>\\boxed{42}" + tokenizer.eos_token)
+    assert len(t.sampling_logprobs) == len(t.completion_ids)
+
+    t = trajectories["py-tag"]
+    assert [c.code for c in t.tool_calls] == ["print(2)"]  # the second block comes after the last allowed call
+    assert t.finish_reason == "eos" and t.completion_ids.tolist()[-1] == eos
+
+    t = trajectories["not-a-call"]
+    assert not t.tool_calls and t.finish_reason == "eos" and t.completion_ids.tolist()[-1] == eos
+    if schedule == "continuous":
+        (stream,) = backend.streams
+        for k, t in trajectories.items():  # the stream's context is the trajectory, token for token
+            assert stream.contexts[keys.index(k)] == t.prompt_ids.tolist() + t.completion_ids.tolist()
 
 
 def test_continuous_schedule_needs_a_streaming_backend(tokenizer, sandbox):

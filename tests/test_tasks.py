@@ -4,8 +4,9 @@ import re
 
 import pytest
 
+from lightning_cort.answers import check_answer
 from lightning_cort.formats import CORT_PROMPT_HINT, CoRTFormat, ReToolFormat
-from lightning_cort.rewards import final_answer, is_equivalent
+from lightning_cort.rewards import final_answer
 from lightning_cort.tasks import ALL_KINDS, CalculatorTask, build_prompt, code_trace, reference_output, text_trace
 
 
@@ -63,7 +64,8 @@ def test_traces_are_well_formed_and_answer_correctly(fmt):
         text = text_trace(p, fmt)
         assert not [b for b in fmt.parse(text) if b.kind != "text"]
         for trace in (code, text):
-            assert is_equivalent(final_answer(trace), p.answer)
+            assert check_answer(trace, p.answer, mode="strict")
+            assert final_answer(trace) == p.answer
 
 
 def test_prompt_has_cort_suffix():

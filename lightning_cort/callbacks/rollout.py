@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from typing import Any, Literal
 
 import lightning as L
@@ -10,7 +11,7 @@ from typing_extensions import override
 
 from lightning_cort.callbacks.sandbox import SandboxCallback
 from lightning_cort.formats.base import CodeFormat
-from lightning_cort.metrics import rollout_statistics
+from lightning_cort.metrics import no_answer_diagnosis, rollout_statistics
 from lightning_cort.rollout.backends.hf import HFBackend
 from lightning_cort.rollout.engine import RolloutConfig, RolloutEngine
 from lightning_cort.trajectory import Trajectory
@@ -25,7 +26,9 @@ class RolloutCallback(L.Callback):
     :class:`SandboxCallback`; generation uses the module's live weights (HF backend), so no weight sync is needed.
 
     Logs ``rollout/tokens_per_s``, ``rollout/interpreter_time_share``, ``rollout/calls_per_trajectory``,
-    ``rollout/truncation_rate`` and ``rollout/infrastructure_failure_rate``.
+    ``rollout/truncation_rate``, ``rollout/answer_rate`` and ``rollout/infrastructure_failure_rate``, and warns once
+    when a step's responses have no final answer at all (the reward then carries no signal, e.g. a thinking model
+    that never closes its thinking within the token limit).
 
     Backends: ``hf`` generates with the module's live model (nothing to sync); ``vllm`` starts a colocated vLLM
     engine from an export of the policy when the fit starts and syncs the weights into it before every step that
@@ -57,6 +60,7 @@ class RolloutCallback(L.Callback):
         self.backend = backend
         self.vllm_kwargs = dict(vllm_kwargs or {})
         self.engine: RolloutEngine | None = None
+        self._warned = False
         self._export_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @override
@@ -92,6 +96,7 @@ class RolloutCallback(L.Callback):
         finally:
             pl_module.train(was_training)
         self._log(pl_module, trajectories)
+        self._warn_without_answers(trainer, trajectories)
         pl_module.receive_rollouts(trajectories)  # type: ignore[attr-defined]
 
     def sync(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -117,6 +122,15 @@ class RolloutCallback(L.Callback):
         if self._export_dir is not None:
             self._export_dir.cleanup()
             self._export_dir = None
+
+    def _warn_without_answers(self, trainer: L.Trainer, trajectories: list[Trajectory]) -> None:
+        """Warn (once per run) when a step's rollouts have no final answer at all: the reward then has no signal."""
+        if self._warned:
+            return
+        diagnosis = no_answer_diagnosis([(t.response_text, t.finish_reason) for t in trajectories])
+        if diagnosis is not None:
+            self._warned = True
+            warnings.warn(f"RL step {trainer.global_step}: {diagnosis}", stacklevel=2)
 
     def _log(self, pl_module: L.LightningModule, trajectories: list[Trajectory]) -> None:
         stats = rollout_statistics(trajectories)

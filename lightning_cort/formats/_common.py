@@ -26,17 +26,19 @@ class DelimitedFormat:
     out_close: str
     answer_template: str = "\\boxed{{{answer}}}"
     notice: str = ""
+    #: A regular expression for every opening the model may write (``code_open`` is what traces write); ``None``:
+    #: exactly ``code_open``.
+    code_open_re: str | None = None
 
     def __init__(self, max_output_chars: int = 800, budget_notice: str | None = None) -> None:
         self.max_output_chars = max_output_chars
         if budget_notice is not None:
             self.notice = budget_notice
-        pieces = (self.code_open, self.code_close, self.out_open, self.out_close)
+        opening = self.code_open_re or re.escape(self.code_open)
+        self._open_re = re.compile(opening)
+        pieces = ((opening, re.escape(self.code_close)), (re.escape(self.out_open), re.escape(self.out_close)))
         self._block_re = re.compile(
-            "|".join(
-                f"(?P<{kind}>{re.escape(o)}(?P<{kind}_body>.*?){re.escape(c)})"
-                for kind, o, c in (("code", *pieces[:2]), ("output", *pieces[2:]))
-            ),
+            "|".join(f"(?P<{kind}>{o}(?P<{kind}_body>.*?){c})" for kind, (o, c) in zip(("code", "output"), pieces)),
             re.DOTALL,
         )
 
@@ -49,15 +51,17 @@ class DelimitedFormat:
         """The last complete code call, if nothing but whitespace follows it.
 
         The close may have been sampled together with following characters in one token, so ``text`` may end with
-        whitespace after it (never with other text: then the model went on and this was not a call).
+        whitespace after it (never with other text: then the model went on and this was not a call). The close's
+        trailing newline is optional: a model may end its turn right after the closing delimiter.
         """
-        start = text.rfind(self.code_open)
-        if start < 0:
+        openings = list(self._open_re.finditer(text))
+        if not openings:
             return None
-        body_start = start + len(self.code_open)
+        opening = openings[-1]
+        start, body_start = opening.start(), opening.end()
         close_mark = self.code_close.rstrip("\n")
         # An empty body shares the newline that ends the opening with the one that starts the close.
-        search_from = body_start - 1 if self.code_open.endswith("\n") and close_mark.startswith("\n") else body_start
+        search_from = body_start - 1 if opening.group().endswith("\n") and close_mark.startswith("\n") else body_start
         close = text.find(close_mark, search_from)
         if close < 0:
             return None

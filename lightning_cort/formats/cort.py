@@ -34,6 +34,15 @@ class CoRTFormat(DelimitedFormat):
     rather than on any token ending in a backtick and a newline, so inline code and other fenced blocks do not burn a
     tool round. Set ``stop="`\\n"`` to reproduce the paper code's stop.
 
+    As real models write code (each decided here, tested on the Qwen2 vocabulary):
+
+    * the opening fence may say ``python``, ``py`` or ``python3`` (any case); traces write ``python``;
+    * a closing fence with or without its trailing newline closes the call (``find_call``); generation pauses on the
+      newline form, and a fence followed directly by the end of the model's turn (```` ``` ```` then
+      ``<|im_end|>``, as chat models end an answer they expect a user to run) is executed too: the rollout engine
+      drops that end-of-turn token and continues the turn after the output, as if the fence had been the stop;
+    * a fence followed by more text on the same line, or a block without a language tag, is not a call.
+
     Args:
         max_output_chars: Truncation length of interpreter output (``0`` disables truncation).
         budget_notice: Text appended to the last allowed execution's output (CoRT's ``[SYSTEM]`` notice by default).
@@ -47,6 +56,7 @@ class CoRTFormat(DelimitedFormat):
     out_close = "\n```\n"
     answer_template = "\\boxed{{{answer}}}"
     notice = CORT_BUDGET_NOTICE
+    code_open_re = r"```(?i:python3?|py)[ \t]*\n"
 
     def __init__(self, max_output_chars: int = 800, budget_notice: str | None = None, stop: str | None = None) -> None:
         super().__init__(max_output_chars=max_output_chars, budget_notice=budget_notice)

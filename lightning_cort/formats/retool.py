@@ -10,7 +10,8 @@ class ReToolFormat(DelimitedFormat):
     ``<interpreter>\\n...\\n</interpreter>``, and the answer is ``<answer>\\boxed{...}</answer>``.
 
     Generation pauses on ``</code>``. Output is middle-truncated to ``max_output_chars`` (ReTool keeps a head and a
-    tail). The fences inside ``<code>`` are optional when parsing model text.
+    tail). The fences inside ``<code>`` are optional when parsing model text, with a ``python``, ``py`` or
+    ``python3`` tag or none.
 
     Args:
         max_output_chars: Truncation length of interpreter output (``0`` disables truncation).
@@ -48,7 +49,9 @@ class ReToolFormat(DelimitedFormat):
         body = text[start + len("<code>") : close].strip("\n")
         if body.lstrip().startswith("```"):
             body = body.lstrip()[3:]
-            body = body[len("python") :] if body.startswith("python") else body
+            tag, newline, rest = body.partition("\n")
+            if newline and tag.strip().lower() in ("", "python", "py", "python3"):
+                body = rest  # the fence's language tag line
             body = body.rstrip()
             body = body[:-3] if body.endswith("```") else body
         return CodeCall(code=self._clean_code(body), start=start, end=end)

@@ -104,9 +104,13 @@ SynthFilter = Callable[[SynthResult, Mapping[str, Any]], bool]
 
 
 def correct_answer(result: SynthResult, row: Mapping[str, Any]) -> bool:
-    r"""The last ``\boxed{}`` after ``</think>`` equals ``row["answer"]`` (:func:`lightning_cort.answers.check_answer`
-    in ``strict`` mode: golds normalised, math-verify beyond plain numbers)."""
-    return check_answer(result.completion, str(row["answer"]), mode="strict")
+    r"""The completion's final answer equals ``row["answer"]`` (:func:`lightning_cort.answers.check_answer` in
+    ``strict`` mode: the last ``\boxed{}`` after ``</think>`` when the teacher's prompt opened its thinking; golds
+    normalised, math-verify beyond plain numbers)."""
+    from lightning_cort.rewards.math import response_text
+
+    prompt = result.trajectory.prompt_text if result.trajectory is not None else ""
+    return check_answer(response_text(prompt, result.completion), str(row["answer"]), mode="strict")
 
 
 def no_delayed_computation(result: SynthResult, row: Mapping[str, Any]) -> bool:

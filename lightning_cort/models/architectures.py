@@ -151,6 +151,9 @@ KNOWN_ARCHITECTURES: dict[str, Architecture] = {
         _arch("Qwen/Qwen2.5-7B-Instruct", 3584, 28, 28, 4, 18944, 152064, False, 32768),
         _arch("Qwen/Qwen2.5-14B-Instruct", 5120, 48, 40, 8, 13824, 152064, False, 32768),
         _arch("Qwen/Qwen2.5-32B-Instruct", 5120, 64, 40, 8, 27648, 152064, False, 32768),
+        # The packaged real models (lightning_cort.models.real), as their GGUF files describe them.
+        _arch("packaged:qwen2.5-coder-0.5b-instruct", 896, 24, 14, 2, 4864, 151936, False, 32768),
+        Architecture("packaged:gemma-3-270m", "llama", 640, 18, 4, 1, 2048, 262144, True, 32768, head_dim=256),
     )
 }
 
@@ -186,6 +189,11 @@ def resolve_architecture(name_or_path: str) -> Architecture:
     Raises:
         ValueError: When none of them knows the model (the message lists the known ids).
     """
+    from lightning_cort.models.real import converted_config
+
+    config = converted_config(name_or_path)  # a .gguf file or a packaged model: its conversion's config, or its header
+    if config is not None:
+        return architecture_from_config(config, name_or_path)
     path = Path(name_or_path).expanduser()
     if (path / "config.json").is_file():
         return architecture_from_config(json.loads((path / "config.json").read_text()), str(path))

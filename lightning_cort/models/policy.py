@@ -58,7 +58,9 @@ class PolicySettings:
     """How to build the policy (the ``model`` section of the recipes).
 
     Args:
-        name_or_path: A hub id or local directory; ``None`` builds the tiny Qwen2 model and tokenizer.
+        name_or_path: A hub id or local directory, a ``.gguf`` file or ``packaged:<name>`` (converted once into a cached
+            Hugging Face directory: :mod:`lightning_cort.models.real`); ``None`` builds the tiny Qwen2 model and
+            tokenizer.
         dtype: Parameter dtype; ``auto`` keeps the checkpoint's.
         lora: LoRA settings, or ``None`` to train every parameter.
         quantization: ``4bit`` (QLoRA, nf4 with double quantization) or ``8bit`` base weights; needs ``lora``.
@@ -129,6 +131,9 @@ def _from_pretrained(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM
 
+    from lightning_cort.models.real import resolve_model
+
+    path = resolve_model(settings.name_or_path or "")  # a .gguf file or packaged model: its converted directory
     kwargs: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
     if settings.dtype != "auto":
         kwargs["dtype"] = _DTYPES[settings.dtype]
@@ -151,14 +156,14 @@ def _from_pretrained(
         if not torch.cuda.is_available():
             kwargs["device_map"] = {"": "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(settings.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise OSError(
             f"could not load model {settings.name_or_path!r}: give a local directory or a hub id reachable from this "
             f"machine ({e})"
         ) from e
     if tokenizer is None:
-        tokenizer = _load_tokenizer(settings.name_or_path, settings.trust_remote_code)
+        tokenizer = _load_tokenizer(path, settings.trust_remote_code)
     if settings.quantization is not None:
         from peft import prepare_model_for_kbit_training
 

@@ -92,14 +92,16 @@ def parse_config(config_cls: type[C], args: list[str] | None, prog: str, descrip
 
     Later arguments win (``--config a.yaml --grpo.lr 1e-5`` overrides the file). Unknown or mistyped options are an
     error that suggests the nearest valid option; ``--help`` lists every field with its docstring; ``--dry-run`` is
-    accepted for ``--dry_run true``.
+    accepted for ``--dry_run true``, ``--verbose`` for ``--verbose true``. Unless the config says ``verbose``, library
+    noise is hidden from here on (:func:`lightning_cort._console.quiet_libraries`).
     """
     import sys
 
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     argv = list(sys.argv[1:] if args is None else args)
-    argv = [a for x in argv for a in (("--dry_run", "true") if x == "--dry-run" else (x,))]
+    flags = {"--dry-run": ("--dry_run", "true"), "--verbose": ("--verbose", "true")}
+    argv = [a for i, x in enumerate(argv) for a in (flags[x] if x in flags and not _has_value(argv, i) else (x,))]
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=True, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)
@@ -107,7 +109,16 @@ def parse_config(config_cls: type[C], args: list[str] | None, prog: str, descrip
     ns = parser.parse_args(argv)
     ns.pop("config", None)
     init = parser.instantiate_classes(ns)
-    return _to_dataclass(config_cls, init.as_dict() if hasattr(init, "as_dict") else dict(init))
+    config = _to_dataclass(config_cls, init.as_dict() if hasattr(init, "as_dict") else dict(init))
+    from lightning_cort._console import quiet_libraries
+
+    quiet_libraries(bool(getattr(config, "verbose", False)))
+    return config
+
+
+def _has_value(argv: list[str], i: int) -> bool:
+    """Whether the flag at ``argv[i]`` is followed by a value (``--verbose false``) rather than another option."""
+    return i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false")
 
 
 def option_names(cls: type, prefix: str = "") -> set[str]:
@@ -323,15 +334,33 @@ def sft(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
-        callbacks=progress_callbacks(progress),
+        callbacks=progress_callbacks(progress, "warm start (SFT)"),
     )
     trainer.fit(module, loader)
 
 
-def progress_callbacks(progress: bool) -> list:
-    """A rich progress bar when ``progress`` (and rich is usable), else nothing."""
+def progress_callbacks(progress: bool, phase: str = "train", unit: str = "epoch") -> list:
+    """A rich progress bar named after the phase (``SFT epoch 2/6``, ``GRPO`` with its steps counted) when
+    ``progress``, else nothing."""
     if not progress:
         return []
     from lightning.pytorch.callbacks import RichProgressBar
 
-    return [RichProgressBar(leave=True)]
+    class PhaseProgressBar(RichProgressBar):
+        """Lightning's rich bar, described by the phase instead of ``Epoch 0/-2`` (a run bounded by ``max_steps``
+        has no epoch count)."""
+
+        def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+            # Short names (``reward`` for ``train/reward``) so they fit the bar's column; no logger version.
+            metrics = super().get_metrics(trainer, pl_module)
+            short = {"tokens_per_response": "tokens"}
+            names = {k: k.rsplit("/", 1)[-1] for k in metrics if k != "v_num"}
+            return {short.get(n, n): metrics[k] for k, n in names.items()}
+
+        def _get_train_description(self, current_epoch: int) -> str:
+            epochs = self.trainer.max_epochs
+            if epochs is None or epochs < 1 or (epochs == 1 and self.trainer.max_steps > 0):
+                return phase
+            return f"{phase} {unit} {current_epoch + 1}/{epochs}"
+
+    return [PhaseProgressBar(leave=True)]

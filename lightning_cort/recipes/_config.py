@@ -162,6 +162,7 @@ class RecipeConfig:
         code_format: ``cort`` (markdown fences) or ``retool`` (tags).
         threads: Torch CPU threads (0: leave torch's default).
         progress: Show rich progress bars.
+        verbose: Keep library banners, tips, weight-loading bars and deprecation warnings (hidden by default).
         dry_run: Print the per-GPU memory plan and exit without loading weights.
         model: The policy.
         data: Training files (empty: the built-in calculator task) and held-out files.
@@ -177,6 +178,7 @@ class RecipeConfig:
     code_format: Literal["cort", "retool"] = "cort"
     threads: int = 0
     progress: bool = True
+    verbose: bool = False
     dry_run: bool = False
     model: PolicyConfig = field(default_factory=PolicyConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -264,9 +266,12 @@ def build_trainer(
     callbacks: list[Any],
     *,
     progress: bool,
+    phase: str = "train",
+    unit: str = "epoch",
     **kwargs: Any,
 ) -> L.Trainer:
-    """A Trainer writing CSV logs (and checkpoints when asked) under ``run_dir``."""
+    """A Trainer writing CSV logs (and checkpoints when asked) under ``run_dir``, with a progress bar named after the
+    ``phase`` (``unit`` counts its epochs)."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
@@ -296,7 +301,7 @@ def build_trainer(
         enable_checkpointing=bool(trainer.checkpoint_every_n_steps),
         enable_model_summary=False,
         enable_progress_bar=progress,
-        callbacks=[*callbacks, *progress_callbacks(progress)],
+        callbacks=[*callbacks, *progress_callbacks(progress, phase, unit)],
         **kwargs,
     )
 

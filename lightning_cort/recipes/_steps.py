@@ -49,6 +49,8 @@ def greedy_eval(
     rows: list[dict[str, Any]],
     code_format: CodeFormat,
     rollout: RolloutConfig,
+    progress: bool = False,
+    description: str = "held-out evaluation",
 ) -> tuple[dict[str, float], list[Trajectory]]:
     """Greedy rollouts of ``rows`` with a fresh local sandbox, scored (empty metrics for no rows)."""
     if not rows:
@@ -57,7 +59,9 @@ def greedy_eval(
     from lightning_cort.sandbox import LocalSandbox
 
     with LocalSandbox(timeout=rollout.timeout or 5.0) as sandbox:
-        return evaluate(model, tokenizer, rows, code_format, sandbox, rollout)
+        return evaluate(
+            model, tokenizer, rows, code_format, sandbox, rollout, progress=progress, description=description
+        )
 
 
 def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
@@ -144,7 +148,9 @@ def evaluate_before(cfg: Any, parts: dict[str, Any], rollout: RolloutConfig) -> 
     single = world_size(cfg.trainer) == 1
     held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
     rows = held_out if cfg.task.eval_before else []
-    before, _ = greedy_eval(parts["model"], parts["tokenizer"], rows, parts["format"], rollout)
+    before, _ = greedy_eval(
+        parts["model"], parts["tokenizer"], rows, parts["format"], rollout, cfg.progress, "held-out eval, before"
+    )
     return held_out, before
 
 
@@ -167,7 +173,10 @@ def finish(
     import time
 
     tokenizer = parts["tokenizer"]
-    after, trajectories = greedy_eval(module.model, tokenizer, held_out, parts["format"], rollout)
+    progress = bool(module.trainer.progress_bar_callback)
+    after, trajectories = greedy_eval(
+        module.model, tokenizer, held_out, parts["format"], rollout, progress, "held-out eval, after"
+    )
     save_policy(module.model, tokenizer, run_dir)
     if not module.trainer.is_global_zero:
         return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -84,6 +85,7 @@ class EvalConfig:
         warmup: The tiny policy's warm start (when ``model.path`` is empty).
         tiny: The tiny policy's shape.
         progress: Print progress.
+        verbose: Keep library banners, tips, weight-loading bars and deprecation warnings (hidden by default).
     """
 
     run_dir: str | None = None
@@ -108,6 +110,7 @@ class EvalConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     tiny: ModelConfig = field(default_factory=ModelConfig)
     progress: bool = True
+    verbose: bool = False
 
 
 def apply_preset(cfg: EvalConfig) -> EvalConfig:
@@ -191,6 +194,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config (presets already applied)."""
     import lightning as L
 
+    from lightning_cort._console import progress_bar
     from lightning_cort.evaluation import read_records, trajectory_record
     from lightning_cort.formats import get_format
     from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
@@ -222,15 +226,17 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
             todo = [i for i in range(len(rows)) if (name, i) not in done]
             if cfg.progress:
                 print(f"[eval] {name}: {len(rows)} problems × {n} samples ({len(rows) - len(todo)} done before)")
-            for start in range(0, len(todo), cfg.batch_size):
-                chunk = todo[start : start + cfg.batch_size]
-                prompts = engine.encode_prompts([rows[i]["prompt"] for i in chunk])
-                trajectories = engine.generate(prompts, [rows[i] for i in chunk], n=n)
-                for j, t in enumerate(trajectories):
-                    index, sample = chunk[j // n], j % n
-                    out.write(json.dumps(trajectory_record(t, name, index, sample)) + "\n")
-                out.flush()  # a problem's samples are on disk before the next batch starts
-                generated += len(chunk)
+            with progress_bar(cfg.progress, f"generating ({name})", len(todo)) as advance:
+                for start in range(0, len(todo), cfg.batch_size):
+                    chunk = todo[start : start + cfg.batch_size]
+                    prompts = engine.encode_prompts([rows[i]["prompt"] for i in chunk])
+                    trajectories = engine.generate(prompts, [rows[i] for i in chunk], n=n)
+                    for j, t in enumerate(trajectories):
+                        index, sample = chunk[j // n], j % n
+                        out.write(json.dumps(trajectory_record(t, name, index, sample)) + "\n")
+                    out.flush()  # a problem's samples are on disk before the next batch starts
+                    generated += len(chunk)
+                    advance(len(chunk))
     records = read_records(gen_path)
     metrics = score_and_report(cfg, records, datasets, tokenizer, run_dir)
     metrics["_run"] = {
@@ -265,7 +271,8 @@ def score_and_report(
 ) -> dict[str, Any]:
     """Score every record, compute each dataset's metrics, print the table and draw the plots."""
     from lightning_cort.answers import AnswerChecker
-    from lightning_cort.evaluation import record_metrics
+    from lightning_cort.evaluation import record_metrics, record_response
+    from lightning_cort.metrics import no_answer_diagnosis
     from lightning_cort.rewards.math import final_answer
 
     budgets = cfg.budgets or [max(1, cfg.max_total_tokens * k // 8) for k in range(1, 9)]
@@ -276,11 +283,17 @@ def score_and_report(
             recs = [r for r in records if r["dataset"] == name]
             if not recs:
                 continue
-            correct = checker.check_many([(r["completion"], r["answer"]) for r in recs])
-            answers = [final_answer(r["completion"], require_think_close=False) for r in recs]
+            correct = checker.check_many([(record_response(r), r["answer"]) for r in recs])
+            answers = [final_answer(record_response(r)) for r in recs]
+            diagnosis = no_answer_diagnosis([(record_response(r), r["finish_reason"]) for r in recs])
+            if diagnosis is not None:
+                warnings.warn(f"{name}: {diagnosis}", stacklevel=2)
             # Responses longer than a budget are cut there and checked again, all in one batch.
             cuts = [(i, b) for i, r in enumerate(recs) for b in budgets if r["model_tokens"] + r["tool_tokens"] > b]
-            texts = [tokenizer.decode(recs[i]["completion_ids"][:b], skip_special_tokens=False) for i, b in cuts]
+            texts = [
+                record_response(recs[i], tokenizer.decode(recs[i]["completion_ids"][:b], skip_special_tokens=False))
+                for i, b in cuts
+            ]
             cut_correct = dict(zip(cuts, checker.check_many(zip(texts, [recs[i]["answer"] for i, _ in cuts]))))
             metrics[name] = record_metrics(
                 recs, correct, answers, budgets=budgets, rescore=lambda i, b, c=cut_correct: c[(i, b)]

@@ -186,6 +186,8 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
         run_dir,
         parts["callbacks"],
         progress=cfg.progress,
+        phase="RFT",
+        unit="round",
         max_epochs=cfg.rft.rounds,
         reload_dataloaders_every_n_epochs=1,
     )

@@ -220,6 +220,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         run_dir,
         parts["callbacks"],
         progress=cfg.progress,
+        phase="GRPO steps",
         # Under manual optimization the trainer counts optimizer steps: each RL step makes ppo_epochs × minibatches.
         max_steps=g.steps * g.ppo_epochs * g.minibatches,
     )

@@ -198,6 +198,7 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
         run_dir,
         [],
         progress=cfg.progress,
+        phase="SFT",
         max_epochs=cfg.sft.epochs,
         accumulate_grad_batches=cfg.sft.accumulate_grad_batches,
         gradient_clip_val=cfg.sft.gradient_clip or None,

@@ -83,6 +83,7 @@ class SynthConfig:
         code_format: ``cort`` (markdown fences) or ``retool`` (tags) for the synthesized traces.
         threads: Torch CPU threads (0: leave torch's default).
         progress: Print progress.
+        verbose: Keep library banners, tips, weight-loading bars and deprecation warnings (hidden by default).
         teacher: The model that continues the traces (empty ``name_or_path``: the tiny warm-started policy).
         task: The built-in task (when ``synth.traces`` is empty).
         warmup: The tiny teacher's warm start (on Hint-Engineering-style traces: a model must have seen prose
@@ -96,6 +97,7 @@ class SynthConfig:
     code_format: Literal["cort", "retool"] = "cort"
     threads: int = 0
     progress: bool = True
+    verbose: bool = False
     teacher: PolicyConfig = field(default_factory=PolicyConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     warmup: WarmupConfig = field(default_factory=lambda: WarmupConfig(style="hint"))

@@ -1,4 +1,5 @@
-"""Rewards: answer extraction, math equivalence and the seed systems' reward functions.
+"""Rewards: answer extraction and the seed systems' reward functions (answers are judged by
+:func:`lightning_cort.answers.check_answer`).
 
 Names are loaded on first use, so ``lightning_cort.rewards.math`` (pure text, used by answer-checking worker
 processes) can be imported without the torch-based trajectory types the reward functions need.
@@ -20,8 +21,9 @@ _LAZY = {
     "successful_code_output": "lightning_cort.rewards.functions",
     "tool_use_reward": "lightning_cort.rewards.functions",
     "final_answer": "lightning_cort.rewards.math",
-    "is_equivalent": "lightning_cort.rewards.math",
     "last_boxed": "lightning_cort.rewards.math",
+    "opens_thinking": "lightning_cort.rewards.math",
+    "response_text": "lightning_cort.rewards.math",
 }
 
 __all__ = sorted(_LAZY)

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lightning_cort.rewards.math import final_answer, is_equivalent
+from lightning_cort.answers import check_answer
+from lightning_cort.rewards.math import final_answer
 from lightning_cort.trajectory import Trajectory
 
 RewardFn = Callable[[Trajectory, Mapping[str, Any]], float]
 
 
-def is_correct(trajectory: Trajectory, row: Mapping[str, Any], *, require_think_close: bool = True) -> bool:
-    r"""Whether the trajectory's final ``\boxed{}`` answer (after ``</think>``) equals ``row["answer"]``."""
-    text = trajectory.completion_text
-    return is_equivalent(final_answer(text, require_think_close=require_think_close), str(row["answer"]))
+def is_correct(trajectory: Trajectory, row: Mapping[str, Any]) -> bool:
+    r"""Whether the trajectory's final answer equals ``row["answer"]``: the last ``\boxed{}`` of the response (after
+    ``</think>`` when it thinks; see :mod:`lightning_cort.rewards.math`), judged by
+    :func:`~lightning_cort.answers.check_answer` in ``strict`` mode."""
+    return check_answer(trajectory.response_text, str(row["answer"]), mode="strict")
 
 
 def correctness_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
@@ -40,9 +42,9 @@ def retool_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
 
 
 def format_reward(trajectory: Trajectory, row: Mapping[str, Any]) -> float:
-    r"""1 when the thinking is closed and a ``\boxed{}`` answer follows it and generation ended on its own (not cut by
-    a limit), else 0: a shaping term for ``combine``."""
-    ok = trajectory.finish_reason == "eos" and final_answer(trajectory.completion_text) is not None
+    r"""1 when the response has a final answer (a ``\boxed{}``, after ``</think>`` when it thinks) and generation ended
+    on its own (not cut by a limit), else 0: a shaping term for ``combine``."""
+    ok = trajectory.finish_reason == "eos" and final_answer(trajectory.response_text) is not None
     return 1.0 if ok else 0.0
 
 

@@ -1,12 +1,20 @@
-"""Answer extraction and math equivalence (math-verify, with a fast exact path)."""
+r"""Reading a response's final answer: where the thinking ends and which ``\boxed{}`` counts (pure text, no torch).
+
+Judging that answer against a gold one is :func:`lightning_cort.answers.check_answer`, the toolkit's one answer judge.
+
+Thinking and non-thinking models are read by one rule. A *thinking* response (an R1-Distill model's: its chat template
+opens ``<think>`` in the generation prompt, or the model writes it) answers after its thinking: the last ``\boxed{}``
+after the first ``</think>``, and none while the thinking is still open (a response cut off mid-thought has no answer,
+CoRT's RL reward). A response without thinking tags (an instruct model's, e.g. Qwen2.5-Instruct) answers with the
+last ``\boxed{}`` anywhere in it. The judge tells them apart from the text it is given, so rewards and evaluation pass
+the *response*: the completion preceded by the ``<think>`` the prompt opened, if it did (:func:`response_text`,
+:attr:`lightning_cort.trajectory.Trajectory.response_text`).
+"""
 
 from __future__ import annotations
 
-import re
-import threading
-
-_NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?$")
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
 
 
 def boxed_at(text: str, start: int) -> tuple[str, int] | None:
@@ -31,50 +39,26 @@ def last_boxed(text: str) -> str | None:
     return found[0] if found else None
 
 
-def final_answer(text: str, *, require_think_close: bool = True) -> str | None:
-    r"""The last ``\boxed{}`` after the first ``</think>`` (CoRT's reward and the ``strict`` eval), or anywhere in the
-    text when ``require_think_close`` is false."""
-    if require_think_close:
-        if "</think>" not in text:
-            return None
-        text = text.split("</think>", 1)[1]
-    return last_boxed(text)
+def opens_thinking(prompt_text: str) -> bool:
+    """Whether the prompt leaves a ``<think>`` open for the response (an R1-Distill chat template's generation prompt,
+    possibly followed by forced reasoning text), so the response must close it before answering."""
+    return prompt_text.rfind(THINK_OPEN) > prompt_text.rfind(THINK_CLOSE)
 
 
-def _normalize_number(s: str) -> str | None:
-    s = s.strip().strip("$").replace("\\!", "").strip()
-    if _THOUSANDS.match(s):  # "58,500" is a number; "1,2" is a list and stays unequal to "12"
-        s = s.replace(",", "")
-    if not _NUMBER.match(s):
-        return None
-    if "." in s:
-        whole, frac = s.split(".")
-        if frac.strip("0"):
-            return s.lstrip("+")
-        s = whole
-    sign = "-" if s.startswith("-") else ""
-    return sign + (s.lstrip("+-").lstrip("0") or "0")
+def response_text(prompt_text: str, completion: str) -> str:
+    """The response as answer checking reads it: ``completion``, preceded by ``<think>`` when the prompt opened it."""
+    return f"{THINK_OPEN}\n{completion}" if opens_thinking(prompt_text) else completion
 
 
-def is_equivalent(prediction: str | None, gold: str) -> bool:
-    r"""Whether a predicted answer equals the gold one.
+def final_answer(response: str) -> str | None:
+    r"""The final answer of a response: in a thinking response the last ``\boxed{}`` after the first ``</think>``
+    (``None`` while the thinking is open), otherwise the last ``\boxed{}`` anywhere.
 
-    Plain numbers are compared exactly after normalisation (``025`` = ``25``, ``27.0`` = ``27``); anything else goes
-    through math-verify, with the gold wrapped in ``$...$`` as the benchmarks need.
+    Args:
+        response: The response as :func:`response_text` gives it (with the ``<think>`` the prompt opened).
     """
-    if prediction is None:
-        return False
-    a, b = _normalize_number(prediction), _normalize_number(gold)
-    if a is not None and b is not None:
-        return a == b
-    from math_verify import parse, verify
-
-    main = threading.current_thread() is threading.main_thread()
-    timeouts = {} if main else {"parsing_timeout": None}
-    gold_text = gold if gold.strip().startswith("$") else f"${gold}$"
-    try:
-        g = parse(gold_text, **timeouts)
-        p = parse(f"$\\boxed{{{prediction}}}$", **timeouts)
-        return bool(verify(g, p, **({} if main else {"timeout_seconds": None})))
-    except Exception:
-        return False
+    if THINK_CLOSE in response:
+        return last_boxed(response.split(THINK_CLOSE, 1)[1])
+    if THINK_OPEN in response:
+        return None  # still thinking: cut off before an answer
+    return last_boxed(response)

@@ -113,6 +113,7 @@ class _State:
     tool_s: float = 0.0
     handle: int = -1  # in the decode stream (``continuous`` schedule)
     budget: int = 0  # of the current round (``continuous`` schedule)
+    dropped_end: bool = False  # the round's end-of-turn token was dropped to run the call before it
 
 
 class RolloutEngine:
@@ -147,17 +148,14 @@ class RolloutEngine:
         self.sandbox = sandbox
         self.config = config or RolloutConfig()
         self.policy_version = 0
+        self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
 
     def encode_prompts(self, messages: Sequence[str]) -> list[list[int]]:
-        """Chat-template user messages into prompt ids (generation prompt included)."""
-        out = []
-        for m in messages:
-            enc = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": m}], add_generation_prompt=True, tokenize=True
-            )
-            ids = enc["input_ids"] if isinstance(enc, Mapping) else enc
-            out.append(list(ids))
-        return out
+        """Chat-template user messages into prompt ids, generation prompt included
+        (:func:`~lightning_cort.data.encode_prompt`)."""
+        from lightning_cort.data import encode_prompt
+
+        return [encode_prompt(self.tokenizer, m) for m in messages]
 
     def generate(
         self,
@@ -299,6 +297,9 @@ class RolloutEngine:
                         s = by_handle[handle]
                         in_round.discard(s)
                         code = self._after_round(s, out, s.budget)
+                        if s.dropped_end:
+                            stream.drop_last(handle)  # the end-of-turn token never enters the context
+                            s.dropped_end = False
                         if code is not None:
                             running[pool.submit(self._execute, self._session(s), code)] = (s, code)
                         elif s.finish == "active":
@@ -365,6 +366,9 @@ class RolloutEngine:
         out = self._clip(out, budget)
         self._append_model(s, out)
         if out.finish == "eos":
+            code = self._call_before_end_of_turn(s, out)
+            if code is not None:
+                return code
             s.finish = "eos"
         elif out.finish == "length":
             s.finish = "length"
@@ -375,6 +379,28 @@ class RolloutEngine:
             if call is not None:
                 return call.code
         return None
+
+    def _call_before_end_of_turn(self, s: _State, out: GenerationOutput) -> str | None:
+        """The code of a call closed right before the model ended its turn (a fence, then ``<|im_end|>``), or
+        ``None``. Chat models end a code block that way when they expect a user to run it; the call is executed like
+        one closed by the stop string, and the end-of-turn token is dropped from the trajectory (it was sampled as the
+        round's stop, like a stop token that is not part of the output), so the turn continues after the output."""
+        if len(s.calls) >= self.config.max_calls or not s.segments or s.segments[-1][0] != "model":
+            return None
+        end_token = bool(out.token_ids) and out.token_ids[-1] in self._special_ids
+        _, start, _, _ = s.segments[-1]
+        ids = s.ids[start:-1] if end_token else s.ids[start:]
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        call = self.format.find_call(text if s.calls else s.prefix + text)
+        if call is None:
+            return None
+        if end_token:
+            for buf in (s.ids, s.mask, s.logprobs):
+                buf.pop()
+            s.segments[-1] = ("model", start, len(s.ids), text)
+            s.dropped_end = True
+        s.since_tool = text if s.calls else s.prefix + text
+        return call.code
 
     def _round_limits(self, s: _State) -> tuple[int, Sequence[str]]:
         """The next round's token budget and stop strings (none in the final round, after the last allowed call)."""
@@ -397,6 +423,8 @@ class RolloutEngine:
         s.tool_s += result.duration_s
         last = len(s.calls) + 1 >= cfg.max_calls
         rendered = self.format.render_result(result, budget_notice=cfg.budget_notice and last)
+        if s.since_tool and not s.since_tool.endswith("\n"):
+            rendered = "\n" + rendered  # the call was closed without its newline (then the turn ended)
         out_ids = self.tokenizer.encode(rendered, add_special_tokens=False)
         if len(s.ids) + len(out_ids) >= cfg.max_total_tokens:
             s.finish = "budget"  # the output does not fit: end on the model's closing delimiter, as CoRT does

@@ -92,6 +92,11 @@ class DecodeStream(Protocol):
         """Drop a sequence and free its slot."""
         ...
 
+    def drop_last(self, handle: int) -> None:
+        """Remove the last sampled token of a paused sequence from its context (the engine drops an end-of-turn token
+        that followed a closed code call, so the call's output continues the turn without it)."""
+        ...
+
     @property
     def generating(self) -> int:
         """Sequences currently in a round."""

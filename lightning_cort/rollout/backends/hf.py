@@ -34,8 +34,11 @@ class HFBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        eos = model.generation_config.eos_token_id
-        self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos if eos is not None else -1])
+        # The model's own stop tokens (its generation config: Qwen2.5-Instruct lists <|im_end|> and <|endoftext|>),
+        # and the tokenizer's end of sequence.
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        self.eos_ids: set[int] = {int(i) for i in (*ids, tokenizer.eos_token_id) if i is not None} or {-1}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
         self._pieces: dict[int, str] = {}
         self._streamable: bool | None = None
@@ -242,6 +245,13 @@ class HFDecodeStream:
         seq.max_new = max_new_tokens
         seq.stops = tuple(stop_strings)
         seq.last_chars = frozenset(s[-1] for s in seq.stops if s)
+
+    def drop_last(self, handle: int) -> None:
+        seq = self._seq(handle)
+        if seq.generating or not seq.tokens or seq.pending != seq.tokens[-1:]:
+            raise RuntimeError(f"sequence {handle} has no sampled token waiting to be encoded")
+        seq.pending = []  # the last sampled token is encoded at the next step: not encoding it drops it
+        seq.tokens.pop()
 
     def release(self, handle: int) -> None:
         row = self._by_handle.pop(handle)
