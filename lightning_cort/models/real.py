@@ -2,8 +2,8 @@
 real models that registry packages ship (extra ``real``).
 
 A ``.gguf`` file is dequantized by transformers (``from_pretrained(..., gguf_file=...)``, which needs the ``gguf``
-package) and saved as a plain float32 Hugging Face checkpoint under ``<cache>/models/gguf-<sha256>``, keyed by the
-file's hash: a second run, another recipe or vLLM load that directory in seconds. Wherever a model is named
+package) and saved as a plain float32 Hugging Face checkpoint under ``<cache>/models/gguf-<sha256>`` (or
+``$LIGHTNING_CORT_MODEL_CACHE/gguf-<sha256>``), keyed by the file's hash: a second run, another recipe or vLLM load that directory in seconds. Wherever a model is named
 (``model.name_or_path`` of the training recipes, ``model.path`` of the eval recipe, the synthesis teacher) it can be:
 
 * a Hugging Face directory or hub id, as before;
@@ -109,6 +109,10 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 
 
 def _cache_dir() -> Path:
+    """``$LIGHTNING_CORT_MODEL_CACHE``, else ``models/`` in the cache directory (``$LIGHTNING_CORT_CACHE`` or
+    ``~/.cache/lightning_cort``)."""
+    if os.environ.get("LIGHTNING_CORT_MODEL_CACHE"):
+        return Path(os.environ["LIGHTNING_CORT_MODEL_CACHE"])
     from lightning_cort.models.tiny import default_cache_dir
 
     return default_cache_dir() / "models"
@@ -205,6 +209,7 @@ def convert_gguf(path: str | os.PathLike[str], *, progress: bool = True, sha256:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".converting-"))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would keep other users of a shared cache out
     started = time.perf_counter()
     try:
         with _status(progress, f"Converting {path.name} into a Hugging Face checkpoint (once; cached in {out})"):
