@@ -202,6 +202,22 @@ def _add_lora(model: PreTrainedModel, settings: PolicySettings) -> PreTrainedMod
     return get_peft_model(model, config)
 
 
+def contiguous_head_inputs(model: torch.nn.Module) -> torch.nn.Module:
+    """Make the output head's input contiguous (idempotent; returns ``model``).
+
+    Transformers slices the last hidden states before the head (``logits_to_keep``: the last position in generation,
+    the completion positions in training) and so hands it a strided view. On CPU, PyTorch's bf16 matmul of a strided
+    3-D input takes a slow path: 9.3 s instead of 0.02 s for 16 rows through Qwen2's 151,936-row head (float32: 0.29
+    instead of ~0.05 s). Copying the slice first costs microseconds.
+    """
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if isinstance(head, torch.nn.Module) and not getattr(head, "_lightning_cort_contiguous", False):
+        head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+        head._lightning_cort_contiguous = True  # type: ignore[assignment]
+    return model
+
+
 def disable_cpu_4bit_repacking(model: torch.nn.Module) -> int:
     """Keep bitsandbytes' 4-bit layers trainable after an eval-mode forward on CPU.
 

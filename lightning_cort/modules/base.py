@@ -34,8 +34,10 @@ class PolicyModule(L.LightningModule):
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lr: float = 1e-5, weight_decay: float = 0.0
     ) -> None:
+        from lightning_cort.models.policy import contiguous_head_inputs
+
         super().__init__()
-        self.model = model
+        self.model = contiguous_head_inputs(model)
         self.tokenizer = tokenizer
         self.lr = lr
         self.weight_decay = weight_decay

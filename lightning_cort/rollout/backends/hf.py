@@ -31,7 +31,9 @@ class HFBackend:
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 0) -> None:
-        self.model = model
+        from lightning_cort.models.policy import contiguous_head_inputs
+
+        self.model = contiguous_head_inputs(model)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         # The model's own stop tokens (its generation config: Qwen2.5-Instruct lists <|im_end|> and <|endoftext|>),
@@ -549,7 +551,11 @@ def _sample(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tenso
             drop = probs.cumsum(dim=-1) - probs > sampling.top_p  # the mass before the token already exceeds top-p
             drop[:, 0] = False
             filtered = filtered.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
-        tokens = torch.multinomial(torch.softmax(filtered, dim=-1), 1).squeeze(-1)
+        # Inverse-CDF sampling: the same distribution as torch.multinomial, whose CPU kernel took 37 ms per step for
+        # 16 rows of Qwen2's 151,936 tokens (a cumulative sum and a binary search take well under 10 ms).
+        cdf = torch.softmax(filtered.float(), dim=-1).cumsum(dim=-1)
+        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     if not sampling.logprobs:
         return tokens, None
     return tokens, torch.log_softmax(scaled, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
