@@ -98,3 +98,70 @@ def test_seed_rewards_on_real_trajectories(tokenizer, sandbox):
     assert [tool_use_reward(t, row) for t in (code_ok, code_err, no_code_wrong)] == [1.0, 0.0, 0.0]
     mixed = combine([(retool_reward, 1.0), (format_reward, 0.2), (tool_use_reward, 0.1)])
     assert [mixed(t, row) for t in (code_ok, no_code_wrong, unfinished)] == pytest.approx([1.3, -0.8, -1.0])
+
+
+INSTRUCT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("completion", "thinking_ok", "instruct_ok"),
+    [
+        ("The answer is \\boxed{42}.", False, True),  # no </think>: a thinking model never finished thinking
+        ("Working it out.\n</think>\n\n\\boxed{42}", True, True),
+        ("I guess \\boxed{42}, no.\n</think>\n\n\\boxed{41}", False, False),
+        ("Nothing boxed: 42.", False, False),
+    ],
+)
+def test_every_scorer_agrees_for_thinking_and_instruct_templates(tokenizer, completion, thinking_ok, instruct_ok):
+    """Rewards, training metrics, the held-out check and the eval recipe's records all read one rule, for a template
+    that opens <think> (the tiny model's, like R1-Distill's) and one that does not (an instruct model's)."""
+    import copy
+
+    from lightning_cort.answers import AnswerChecker
+    from lightning_cort.data import trajectory_from_text
+    from lightning_cort.evaluation import record_response, trajectory_record
+    from lightning_cort.filters import correct as correct_filter
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.metrics import token_efficiency
+    from lightning_cort.rewards import correctness_reward, is_correct, retool_reward
+
+    instruct = copy.deepcopy(tokenizer)
+    instruct.chat_template = INSTRUCT_TEMPLATE
+    row = {"answer": "42"}
+    for tok, expected in ((tokenizer, thinking_ok), (instruct, instruct_ok)):
+        t = trajectory_from_text(tok, "What is 6 * 7?", completion, CoRTFormat(), row=row)
+        assert is_correct(t, row) is expected
+        assert correctness_reward(t, row) == float(expected) and retool_reward(t, row) == (1.0 if expected else -1.0)
+        assert correct_filter(t, row) is expected
+        assert token_efficiency([t], [is_correct(t, row)])["accuracy"] == float(expected)
+        record = trajectory_record(t, "calculator", 0, 0)
+        with AnswerChecker(mode="strict", workers=1, fast_path=False) as checker:
+            assert checker.check(record_response(record), "42") is expected  # the eval recipe's path
+
+
+def test_responses_without_any_answer_are_diagnosed(tokenizer):
+    import warnings
+
+    from lightning_cort.callbacks import RolloutCallback
+    from lightning_cort.data import trajectory_from_text
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.metrics import no_answer_diagnosis
+
+    unfinished = trajectory_from_text(tokenizer, "q", "Hmm, \\boxed{4} maybe", CoRTFormat(), add_eos=False)
+    assert unfinished.finish_reason == "length"
+    message = no_answer_diagnosis([(unfinished.response_text, unfinished.finish_reason)] * 3)
+    assert "none of 3 responses" in message and "3 never closed their thinking" in message
+    assert "3 hit the token limit" in message
+    done = trajectory_from_text(tokenizer, "q", "ok\n</think>\n\\boxed{4}", CoRTFormat())
+    assert no_answer_diagnosis([(done.response_text, done.finish_reason)]) is None
+
+    callback = RolloutCallback(CoRTFormat())
+    trainer = type("T", (), {"global_step": 0})()
+    with pytest.warns(UserWarning, match="RL step 0: none of 2 responses has a final answer"):
+        callback._warn_without_answers(trainer, [unfinished, unfinished])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        callback._warn_without_answers(trainer, [unfinished])  # once per run

@@ -3,8 +3,9 @@ real models that registry packages ship (extra ``real``).
 
 A ``.gguf`` file is dequantized by transformers (``from_pretrained(..., gguf_file=...)``, which needs the ``gguf``
 package) and saved as a plain float32 Hugging Face checkpoint under ``<cache>/models/gguf-<sha256>`` (or
-``$LIGHTNING_CORT_MODEL_CACHE/gguf-<sha256>``), keyed by the file's hash: a second run, another recipe or vLLM load that directory in seconds. Wherever a model is named
-(``model.name_or_path`` of the training recipes, ``model.path`` of the eval recipe, the synthesis teacher) it can be:
+``$LIGHTNING_CORT_MODEL_CACHE/gguf-<sha256>``), keyed by the file's hash: a second run, another recipe or vLLM load
+that directory in seconds. Wherever a model is named (``model.name_or_path`` of the training recipes, ``model.path``
+of the eval recipe, the synthesis teacher) it can be:
 
 * a Hugging Face directory or hub id, as before;
 * a path to a ``.gguf`` file;

@@ -87,6 +87,42 @@ def write_generations(trajectories: list[Trajectory], path: Path) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def plot_training_curves(run_dir: Path, curves: dict[str, str], title: str) -> Path | None:
+    """``training_curves.png``: each logged metric of ``curves`` (``{"train/reward": "mean reward", ...}``) against
+    the training step, read from the run's CSV log (``None`` when nothing was logged)."""
+    import csv
+
+    logs = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not logs:
+        return None
+    series: dict[str, list[float]] = {k: [] for k in curves}
+    with open(logs[-1], newline="") as f:
+        for row in csv.DictReader(f):
+            for key in curves:
+                if row.get(key):
+                    series[key].append(float(row[key]))
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.3), squeeze=False)
+    for ax, (key, values) in zip(axes[0], series.items()):
+        ax.plot(range(1, len(values) + 1), values, marker=".")
+        ax.set_xlabel("step")
+        ax.set_ylabel(curves[key])
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = run_dir / "training_curves.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def finite(metrics: dict[str, float]) -> dict[str, float | None]:
     """``metrics`` with NaN/inf replaced by ``None`` (JSON has no NaN)."""
     return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in metrics.items()}

@@ -68,6 +68,9 @@ class EvalConfig:
         data: Benchmark files (``.jsonl``/``.json``/``.parquet``) or hub names; empty: the built-in calculator task.
         columns: Column names of ``problem``, ``answer`` and (optional) ``prompt``; default: CoRT's format.
         limit: Evaluate the first ``limit`` problems of each dataset.
+        prompt_suffix: Ask with this instruction, on a new line after each problem, instead of the prompt the data
+            gives (CoRT's files carry CoRT's instruction; the built-in task uses it too), e.g. for a text-only arm
+            with ``max_calls 0``.
         preset: ``cort`` (CoRT's protocol), ``strict`` (CoRT's sampling, strict scoring), or ``custom`` (the values
             below as given).
         n: Samples per problem (``None``: the preset's; 1 for ``custom``).
@@ -94,6 +97,7 @@ class EvalConfig:
     data: list[str] = field(default_factory=list)
     columns: dict[str, str] | None = None
     limit: int | None = None
+    prompt_suffix: str | None = None
     preset: Literal["cort", "strict", "custom"] = "custom"
     n: int | None = None
     temperature: float = 0.0
@@ -180,13 +184,18 @@ def _datasets(cfg: EvalConfig) -> dict[str, list[dict[str, Any]]]:
 
     if not cfg.data:
         task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
-        return {"calculator": task_rows(task, "test", cfg.limit or cfg.task.eval_size)}
-    out = {}
-    for spec in cfg.data:
-        name = dataset_name(spec)
-        if name in out:
-            raise ValueError(f"two datasets are both named {name!r}: rename one of the files")
-        out[name] = load_rows(spec, cfg.columns, limit=cfg.limit)
+        out = {"calculator": task_rows(task, "test", cfg.limit or cfg.task.eval_size)}
+    else:
+        out = {}
+        for spec in cfg.data:
+            name = dataset_name(spec)
+            if name in out:
+                raise ValueError(f"two datasets are both named {name!r}: rename one of the files")
+            out[name] = load_rows(spec, cfg.columns, limit=cfg.limit)
+    if cfg.prompt_suffix is not None:
+        for rows in out.values():
+            for row in rows:
+                row["prompt"] = f"{row['problem']}\n{cfg.prompt_suffix}" if cfg.prompt_suffix else row["problem"]
     return out
 
 

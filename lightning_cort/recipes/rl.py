@@ -202,7 +202,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
 
     from lightning_cort.data import ListDataset, collate_rows
     from lightning_cort.recipes._config import build_trainer, resume_path
-    from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
+    from lightning_cort.recipes._steps import begin, evaluate_before, finish, plot_training_curves, print_summary
 
     started = time.perf_counter()
     run_dir, dry = begin(cfg, "rl", plan)
@@ -239,6 +239,10 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         "warmup_seconds": parts["info"]["warmup_seconds"],
         "rl_seconds": round(rl_s, 1),
     }
+    if trainer.is_global_zero:
+        curves = {"train/reward": "mean reward", "efficiency/tokens_per_response": "tokens per response"}
+        plot = plot_training_curves(run_dir, curves, "GRPO training rollouts")
+        extra["training_curves"] = str(plot) if plot else None
     done = finish(module, parts, held_out, before, rollout_cfg, run_dir, extra, started)
     if done is None:
         return {}
@@ -249,7 +253,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         summary["before"],
         summary["after"],
         [
-            f"Run directory: [bold]{run_dir}[/bold] (summary.json, logs/, policy/)",
+            f"Run directory: [bold]{run_dir}[/bold] (summary.json, training_curves.png, logs/, policy/)",
             f"Took {summary['total_seconds']:.0f} s (warm start {summary['warmup_seconds']:.0f} s{cached}; "
             f"RL {summary['rl_seconds']:.0f} s).",
         ],
