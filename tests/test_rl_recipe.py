@@ -34,12 +34,53 @@ def test_rl_recipe_end_to_end(tmp_path):
     for name in ("train/loss", "train/reward", "efficiency/accuracy", "rollout/tokens_per_s", "sandbox/executions"):
         assert name in metrics
     assert (run_dir / "policy" / "config.json").exists()
+    assert (
+        on_disk["training_curves"] == str(run_dir / "training_curves.png")
+        and (run_dir / "training_curves.png").exists()
+    )
     lines = (run_dir / "eval_generations.jsonl").read_text().splitlines()
     assert len(lines) == 16
     # The second run reuses the cached warm start.
     again = rl.main([*SMALL, "--run_dir", str(tmp_path / "run2"), "--grpo.steps", "1"])
     assert again["warmup_from_cache"] is True
     assert again["accuracy_before"] == summary["accuracy_before"]
+
+
+NOISE = (
+    "GPU available",
+    "TPU available",
+    "Tip:",
+    "litlogger",
+    "LeafSpec",
+    "deprecated",
+    "Loading weights",
+    "max_steps=",
+)
+
+
+@pytest.mark.slow
+def test_a_run_shows_its_phases_and_no_library_noise(tmp_path):
+    """A newcomer's terminal: the phases, the summary table and where the outputs are; Lightning's banners and tips,
+    weight-loading bars and deprecation warnings only with --verbose."""
+    import os
+    import subprocess
+    import sys
+
+    args = [
+        sys.executable, "-m", "lightning_cort.recipes.rl", "--model.warm_start", "false", "--grpo.steps", "1",
+        "--grpo.prompts_per_step", "2", "--grpo.group_size", "2", "--task.eval_size", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "160"}
+    quiet = subprocess.run([*args, "--run_dir", str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    out = quiet.stdout + quiet.stderr
+    assert not [n for n in NOISE if n in out], out
+    assert "GRPO: held-out problems, greedy" in out and f"Run directory: {tmp_path / 'a'}" in out
+    loud = subprocess.run(
+        [*args, "--run_dir", str(tmp_path / "b"), "--verbose"], capture_output=True, text=True, env=env
+    )
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert "GPU available" in loud.stdout + loud.stderr
 
 
 def test_unknown_option_is_a_clear_error(capsys):
