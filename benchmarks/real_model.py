@@ -45,14 +45,14 @@ TEXT_SUFFIX = (
 RESULTS = ROOT / "runs" / "real_model"
 
 
-def machine() -> str:
+def machine(load: bool = True) -> str:
     import torch
 
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
+    text = (
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; load average at the end {load}"
+        f"torch {torch.__version__}"
     )
+    return text + "; load average at the end " + ", ".join(f"{x:.1f}" for x in os.getloadavg()) if load else text
 
 
 # -- eval ------------------------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def run_rl(args: argparse.Namespace) -> dict[str, Any]:
         rl.main(["--config", str(CPU_YAML), "--run_dir", str(run_dir), *args.rest])
     summary = json.loads((run_dir / "summary.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    return {"run_dir": str(run_dir), "summary": summary, "config": config, "machine": machine()}
+    return {"run_dir": str(run_dir), "summary": summary, "config": config, "machine": machine(load=False)}
 
 
 def rl_table(result: dict[str, Any]) -> str:
@@ -252,6 +252,12 @@ def write_docs(part: str, result: dict[str, Any], command: str) -> None:
     body = {"eval": eval_table, "rl": rl_table, "speed": speed_lines}[part](result)
     when = time.strftime("%Y-%m-%d %H:%M")
     header = f"Command: `{command}` (run {when}; {result['machine']})"
+    if part == "rl":
+        run_dir = result["run_dir"]
+        header = (
+            f"Commands: `python -m lightning_cort.recipes.rl --config {CPU_YAML.relative_to(ROOT)} --run_dir "
+            f"{run_dir}`, then `{command}` ({result['machine']})"
+        )
     extra = ""
     if part == "eval":
         extra = f"\n\nBoth arms took {result['seconds'] / 60:.0f} minutes."
