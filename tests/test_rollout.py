@@ -723,3 +723,16 @@ def test_stream_sampling_applies_temperature_top_k_and_top_p_like_generate():
     greedy, lp = _sample(logits[:2], SamplingConfig(temperature=0, logprobs=True))
     assert greedy.tolist() == [0, 0]
     torch.testing.assert_close(lp, torch.log_softmax(logits[:2], dim=-1)[:, 0])
+
+
+def test_retool_output_starts_on_its_own_line_as_in_the_traces(tokenizer, sandbox):
+    """ReTool pauses on `</code>`, before the newline its traces write: the interpreter block adds it."""
+    from lightning_cort.formats import ReToolFormat
+
+    script = [("<code>\n```python\nprint(6 * 7)\n```\n</code>", "stop"), ("<answer>\\boxed{42}</answer>", "eos")]
+    backend = ScriptedBackend(tokenizer, script)
+    engine = RolloutEngine(backend, tokenizer, ReToolFormat(), sandbox, RolloutConfig(max_calls=2))
+    (t,) = engine.generate(engine.encode_prompts(["What is 6 * 7?"]))
+    assert t.tool_calls[0].rendered == "\n<interpreter>\n42\n</interpreter>\n"
+    fmt = ReToolFormat()
+    assert fmt.render_call("print(6 * 7)") + fmt.render_output("42") in t.completion_text  # the trace's shape

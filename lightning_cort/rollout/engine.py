@@ -424,7 +424,9 @@ class RolloutEngine:
         last = len(s.calls) + 1 >= cfg.max_calls
         rendered = self.format.render_result(result, budget_notice=cfg.budget_notice and last)
         if s.since_tool and not s.since_tool.endswith("\n"):
-            rendered = "\n" + rendered  # the call was closed without its newline (then the turn ended)
+            # The model's text stops right at the close (ReTool's `</code>` stop, or a fence that ended the turn):
+            # the output starts on its own line, as the formats' traces write it.
+            rendered = "\n" + rendered
         out_ids = self.tokenizer.encode(rendered, add_special_tokens=False)
         if len(s.ids) + len(out_ids) >= cfg.max_total_tokens:
             s.finish = "budget"  # the output does not fit: end on the model's closing delimiter, as CoRT does
