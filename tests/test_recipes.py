@@ -116,6 +116,16 @@ def test_unknown_or_mistyped_options_are_clear_errors(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_list_options_take_plain_values_as_well_as_a_yaml_list():
+    from lightning_cort.recipes.eval import EvalConfig
+
+    assert parse_config(EvalConfig, ["--data", "a/b.jsonl", "--limit", "3"], "t", "").data == ["a/b.jsonl"]
+    two = parse_config(EvalConfig, ["--data", "a.jsonl", "b.parquet", "--budgets", "64", "128"], "t", "")
+    assert two.data == ["a.jsonl", "b.parquet"] and two.budgets == [64, 128]
+    assert parse_config(EvalConfig, ["--data=a.jsonl"], "t", "").data == ["a.jsonl"]
+    assert parse_config(EvalConfig, ["--task.kinds", "[gcd, lcm]"], "t", "").task.kinds == ["gcd", "lcm"]
+
+
 def test_a_yaml_with_a_misspelt_key_is_an_error(tmp_path, capsys):
     from lightning_cort.recipes import sft
 
@@ -153,6 +163,18 @@ def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(tmp_p
     cfg = parse_config(RLConfig, ["--config", str(path), "--rollout.backend", "hf"], "t", "")
     with pytest.raises(ValueError, match=r"FSDP2-sharded policy.*rollout\.backend vllm"):
         build(cfg, tmp_path, meta=True)
+
+
+def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_loading(tmp_path):
+    from lightning_cort.recipes._config import vllm_arguments
+    from lightning_cort.recipes.rl import RLConfig, build
+
+    cfg = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "1.5"], "t", "")
+    assert vllm_arguments(cfg.rollout, 0)["kv_cache_memory_bytes"] == 3 * 2**29
+    assert "kv_cache_memory_bytes" not in vllm_arguments(parse_config(RLConfig, [], "t", "").rollout, 0)
+    bad = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0"], "t", "")
+    with pytest.raises(ValueError, match="rollout.vllm_kv_cache_gib must be a positive"):
+        build(bad, tmp_path, meta=True)
 
 
 def test_the_tiny_default_plans_without_loading_anything(tmp_path, capsys):

@@ -43,7 +43,7 @@ def engine_pair(trained_policy, tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("policy")
     policy = copy.deepcopy(trained_policy).eval()
     export_policy(policy, tokenizer, path, mode="full")
-    vllm = VLLMBackend(path, tokenizer, dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1, seed=0)
+    vllm = VLLMBackend(path, tokenizer, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=2**28, seed=0)
     vllm.policy_version = 0
     return policy, HFBackend(policy, tokenizer), vllm
 
@@ -109,7 +109,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
 
     # fmt: off
     args = [
-        "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_memory", "0.3",
+        "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0.25",
         "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
         "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
         "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--task.eval_size", "8",
@@ -160,7 +160,7 @@ def test_real_qwen_on_vllm_equals_hf_before_and_after_a_lora_grpo_step(qwen_dir)
     module = GRPOModule(model, tok, reward_fn=cort_reward, group_size=2, lr=1e-3)
     rollout = RolloutCallback(
         CoRTFormat(), RolloutConfig(max_calls=2, max_total_tokens=128, sampling=SamplingConfig(temperature=1.0)),
-        backend="vllm", vllm_kwargs={"dtype": "float32", "gpu_memory_utilization": 0.5, "max_model_len": 1024},
+        backend="vllm", vllm_kwargs={"dtype": "float32", "kv_cache_memory_bytes": 2**30, "max_model_len": 1024},
     )  # fmt: skip
     trainer = L.Trainer(
         accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -92,8 +92,9 @@ def parse_config(config_cls: type[C], args: list[str] | None, prog: str, descrip
 
     Later arguments win (``--config a.yaml --grpo.lr 1e-5`` overrides the file). Unknown or mistyped options are an
     error that suggests the nearest valid option; ``--help`` lists every field with its docstring; ``--dry-run`` is
-    accepted for ``--dry_run true``, ``--verbose`` for ``--verbose true``. Unless the config says ``verbose``, library
-    noise is hidden from here on (:func:`lightning_cort._console.quiet_libraries`).
+    accepted for ``--dry_run true``, ``--verbose`` for ``--verbose true``. A list option takes its values as they come
+    (``--data a.jsonl b.jsonl``) as well as one YAML list (``--data '[a.jsonl, b.jsonl]'``). Unless the config says
+    ``verbose``, library noise is hidden from here on (:func:`lightning_cort._console.quiet_libraries`).
     """
     import sys
 
@@ -102,6 +103,7 @@ def parse_config(config_cls: type[C], args: list[str] | None, prog: str, descrip
     argv = list(sys.argv[1:] if args is None else args)
     flags = {"--dry-run": ("--dry_run", "true"), "--verbose": ("--verbose", "true")}
     argv = [a for i, x in enumerate(argv) for a in (flags[x] if x in flags and not _has_value(argv, i) else (x,))]
+    argv = _gather_list_values(argv, list_option_names(config_cls))
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=True, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_class_arguments(config_cls, fail_untyped=True, sub_configs=True)
@@ -114,6 +116,49 @@ def parse_config(config_cls: type[C], args: list[str] | None, prog: str, descrip
 
     quiet_libraries(bool(getattr(config, "verbose", False)))
     return config
+
+
+def _gather_list_values(argv: list[str], list_options: set[str]) -> list[str]:
+    """Turn ``--opt a b`` (and ``--opt=a``) for a list option into ``--opt ["a", "b"]``; a YAML list passes as is."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, eq, inline = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key not in list_options:
+            out.append(arg)
+            i += 1
+            continue
+        if eq:
+            values, i = [inline], i + 1
+        else:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            values, i = argv[i + 1 : j], j
+        if len(values) == 1 and values[0].lstrip().startswith("["):
+            out += ["--" + key, values[0]]
+        elif values:
+            out += ["--" + key, json.dumps(values)]
+        else:
+            out.append("--" + key)  # no value: jsonargparse names the option in its error
+    return out
+
+
+def list_option_names(cls: type, prefix: str = "") -> set[str]:
+    """The dotted options of a config dataclass tree whose type is a list (``data``, ``task.kinds``, ...)."""
+    import typing
+
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if typing.get_origin(t) is list:
+            names.add(prefix + f.name)
+        for sub in (t, *typing.get_args(t)):
+            if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+                names |= list_option_names(sub, prefix + f.name + ".")
+    return names
 
 
 def _has_value(argv: list[str], i: int) -> bool:

