@@ -173,7 +173,7 @@ def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_
     assert vllm_arguments(cfg.rollout, 0)["kv_cache_memory_bytes"] == 3 * 2**29
     assert "kv_cache_memory_bytes" not in vllm_arguments(parse_config(RLConfig, [], "t", "").rollout, 0)
     bad = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0"], "t", "")
-    with pytest.raises(ValueError, match="rollout.vllm_kv_cache_gib must be a positive"):
+    with pytest.raises(ValueError, match=r"rollout\.vllm_kv_cache_gib must be a positive"):
         build(bad, tmp_path, meta=True)
 
 
