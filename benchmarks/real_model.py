@@ -166,6 +166,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     from lightning_cort.models.policy import LoraSettings, PolicySettings, load_policy
     from lightning_cort.models.real import resolve_model
     from lightning_cort.modules import GRPOModule
+    from lightning_cort.modules.grpo import GRPOConfig
     from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
     from lightning_cort.sandbox import LocalSandbox
     from lightning_cort.tasks import CalculatorTask, build_prompt
@@ -199,7 +200,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     assert trajectories is not None
     for dtype in ("float32", "bfloat16"):
         model, tok = load_policy(PolicySettings(name_or_path=path, dtype=dtype, lora=LoraSettings(r=16)))
-        module = GRPOModule(model, tok)
+        module = GRPOModule(model, tok, GRPOConfig())
         module.logprob_chunk_size = 128
         data = collate_trajectories(trajectories[:8], tok.pad_token_id)
         tokens = int(data.attention_mask.sum())
@@ -220,7 +221,7 @@ def _vllm_speed(path: str, rows: list[dict[str, Any]], config: Any, repeats: int
     from lightning_cort.rollout.backends.vllm import VLLMBackend
     from lightning_cort.sandbox import LocalSandbox
 
-    backend = VLLMBackend(path, dtype="bfloat16", enforce_eager=True, gpu_memory_utilization=0.3, max_model_len=2048)
+    backend = VLLMBackend(path, dtype="bfloat16", enforce_eager=True, kv_cache_memory_bytes=2**30, max_model_len=2048)
     backend.policy_version = 0
     speeds = []
     with LocalSandbox(timeout=5.0) as sandbox:
@@ -260,7 +261,11 @@ def write_docs(part: str, result: dict[str, Any], command: str) -> None:
         )
     extra = ""
     if part == "eval":
-        extra = f"\n\nBoth arms took {result['seconds'] / 60:.0f} minutes."
+        times = ", ".join(f"{r['dataset']} {r['arm']} {r['seconds'] / 60:.1f}" for r in result["rows"])
+        extra = (
+            f"\n\nMinutes per arm in this invocation: {times} (an arm whose generations were saved by an earlier "
+            "invocation resumes from them)."
+        )
     if part == "rl":
         s = result["summary"]
         figure = ROOT / "docs" / "real_model_rl.png"

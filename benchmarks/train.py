@@ -369,7 +369,7 @@ class _PhaseTimer(L.Callback):
             setattr(engine.sandbox, name, p.timed("tool", getattr(engine.sandbox, name)))
         in_reference = False
         logprobs = pl_module.completion_logprobs
-        reference = pl_module._reference_logprobs
+        reference = pl_module.reference_logprobs
 
         def completion_logprobs(*args: Any, **kwargs: Any) -> Any:
             if in_reference or torch.is_grad_enabled():  # counted in "reference" / "update"
@@ -385,8 +385,10 @@ class _PhaseTimer(L.Callback):
                 in_reference = False
 
         pl_module.completion_logprobs = completion_logprobs
-        pl_module._reference_logprobs = reference_logprobs
-        pl_module.update = p.timed("update", pl_module.update)
+        pl_module.reference_logprobs = reference_logprobs
+        import lightning_cort.modules.grpo as grpo
+
+        grpo.grpo_update = p.timed("update", grpo.grpo_update)  # what grpo_step calls for the optimizer steps
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self.t1 = time.perf_counter()
@@ -397,25 +399,25 @@ class _PhaseTimer(L.Callback):
         cur["rollout"] = self.t1 - self.start.t0
         cur["total"] = t2 - self.start.t0
         self.phases.steps.append(dict(cur))
-        trajs = pl_module.last_rollouts
+        trajs = batch.trajectories
         self.stats.append(
             {
                 "trajectories": len(trajs),
                 "calls": sum(len(t.tool_calls) for t in trajs),
                 "sampled": sum(t.num_model_tokens for t in trajs),
                 "tool_tokens": sum(t.num_tool_tokens for t in trajs),
-                "reward": float(pl_module.last_rewards.mean()),
+                "reward": float(outputs["rewards"].mean()),
             }
         )
 
 
 def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_steps: int) -> dict[str, Any]:
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback
-    from lightning_cort.data import collate_rows
-    from lightning_cort.modules.grpo import GRPOModule
+    from lightning_cort.modules.grpo import GRPOConfig, GRPOModule
     from lightning_cort.recipes._common import ModelConfig, WarmupConfig, task_rows, warm_start
     from lightning_cort.rewards import cort_reward
     from lightning_cort.rollout import RolloutConfig, SamplingConfig
+    from lightning_cort.rollout.sampler import collate_prompts
     from lightning_cort.sandbox import LocalSandbox
 
     fmt = CoRTFormat()
@@ -435,19 +437,12 @@ def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_step
         sampling=SamplingConfig(temperature=1.0),
     )
     minibatches = 2
-    module = GRPOModule(
-        model,
-        tokenizer,
-        reward_fn=cort_reward,
-        group_size=group,
-        lr=2e-5,
-        clip_high=0.28,
-        kl_coef=0.04,
-        minibatches=minibatches,
-    )
+    config = GRPOConfig(group_size=group, lr=2e-5, clip_high=0.28, kl_coef=0.04, minibatches=minibatches)
+    module = GRPOModule(model, tokenizer, config, reward_fn=cort_reward)
     phases = _Phases()
     start = _StepStart(phases)
-    rollout_cb = RolloutCallback(fmt, rollout_cfg)
+    sandbox = SandboxCallback(partial(LocalSandbox, timeout=5.0))
+    rollout_cb = RolloutCallback(fmt, rollout_cfg, sandbox=sandbox)
     timer = _PhaseTimer(phases, start, rollout_cb)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -457,9 +452,11 @@ def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_step
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[start, SandboxCallback(partial(LocalSandbox, timeout=5.0)), rollout_cb, timer],
+        callbacks=[start, sandbox, rollout_cb, timer],
     )
-    loader = torch.utils.data.DataLoader(ListDataset(rows), batch_size=prompts, shuffle=False, collate_fn=collate_rows)
+    loader = torch.utils.data.DataLoader(
+        ListDataset(rows), batch_size=prompts, shuffle=False, collate_fn=collate_prompts
+    )
     torch.manual_seed(0)
     trainer.fit(module, loader)
     return {

@@ -166,11 +166,6 @@ class ListDataset(Dataset):
         return self.items[index]
 
 
-def collate_rows(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Keep a batch of dataset rows as a list of dicts (RL prompts are not tensors until rollout)."""
-    return [dict(r) for r in rows]
-
-
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Indices of one epoch: a permutation determined by ``(seed, epoch)`` (or the identity without shuffling).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -81,3 +82,13 @@ def qwen_dir() -> Path:
 def gemma_dir() -> Path:
     """Gemma-3-270M (base) from its registry packages, as a Hugging Face directory."""
     return packaged_model_dir("gemma-3-270m")
+
+
+class StepOutputs(L.Callback):
+    """Keeps what every training step returned (GRPO: its loss, rewards and advantages)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append(dict(outputs))

@@ -1,9 +1,9 @@
 """GRPOModule's entropy bonus, importance-sampling correction and adapter-disabled reference, on a tiny random policy
-and hand-built trajectories (one ``update`` call each, no Trainer)."""
+and hand-built trajectories (one ``grpo_update`` call each, no Trainer)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from functools import partial
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from lightning_cort.formats import CoRTFormat
 from lightning_cort.losses import aggregate, entropy_from_logits
 from lightning_cort.models.tiny import tiny_qwen2
 from lightning_cort.modules import GRPOModule
+from lightning_cort.modules.grpo import GRPOConfig, grpo_update, in_micro_batches
 from lightning_cort.trajectory import Trajectory, collate_trajectories
 
 ADVANTAGES = torch.tensor([1.0, -1.0])
@@ -30,14 +31,16 @@ def trajectories(tokenizer) -> list[Trajectory]:
     ]
 
 
-def make_module(model, tokenizer, lr: float = 0.0, **kwargs) -> GRPOModule:
-    """A module whose ``update`` runs outside a Trainer, with plain SGD (``lr=0`` keeps the weights and the grads)."""
-    module = GRPOModule(model, tokenizer, group_size=2, **kwargs)
+def make_module(model, tokenizer, **config) -> GRPOModule:
+    """A module (for its log-probs) with groups of 2, no clipping, one minibatch and ``config``'s settings."""
+    config = {"group_size": 2, "max_grad_norm": 0.0, "minibatches": 1, **config}
+    return GRPOModule(model, tokenizer, GRPOConfig(**config))
+
+
+def update(module: GRPOModule, data, advantages, old, ref, lr: float = 0.0, temperature: float = 1.0):
+    """One ``grpo_update`` with plain SGD, outside any Trainer (``lr=0`` keeps the weights and the grads)."""
     opt = torch.optim.SGD([p for p in module.model.parameters() if p.requires_grad], lr=lr)
-    module.optimizers = lambda: opt  # type: ignore[method-assign]
-    module.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
-    module.clip_gradients = lambda *a, **k: None  # type: ignore[method-assign]
-    return module
+    return grpo_update(module, data, advantages, data.loss_mask, old, ref, module.config, opt, temperature=temperature)
 
 
 def grads(module: GRPOModule) -> list[torch.Tensor]:
@@ -49,12 +52,10 @@ def test_entropy_bonus_changes_the_gradient_by_the_entropy_gradient(tokenizer, t
     data = collate_trajectories(trajectories, tokenizer.pad_token_id)
     results = {}
     for entropy_coef in (0.0, coef):
-        module = make_module(
-            tiny_qwen2(tokenizer).eval(), tokenizer, entropy_coef=entropy_coef, temperature=temperature
-        )
+        module = make_module(tiny_qwen2(tokenizer).eval(), tokenizer, entropy_coef=entropy_coef)
         with torch.no_grad():
             old = module.completion_logprobs(data, temperature)
-        _, metrics = module.update(data, ADVANTAGES, data.loss_mask, old, None)
+        _, metrics = update(module, data, ADVANTAGES, old, None, temperature=temperature)
         results[entropy_coef] = (grads(module), metrics)
     (g0, m0), (g1, m1) = results[0.0], results[coef]
     assert "entropy" not in m0 and m1["entropy"] > 0  # only computed when enabled
@@ -81,9 +82,9 @@ def test_importance_sampling_with_on_policy_logprobs_matches_none(tokenizer, tra
             t.sampling_logprobs = None if sampling is None else (sampling[i, :n] * t.loss_mask).float()
         batch = collate_trajectories(trajectories, tokenizer.pad_token_id)
         module = make_module(
-            tiny_qwen2(tokenizer).eval(), tokenizer, lr=0.1, importance_sampling=importance_sampling, is_mode=is_mode
+            tiny_qwen2(tokenizer).eval(), tokenizer, importance_sampling=importance_sampling, is_mode=is_mode
         )
-        _, metrics = module.update(batch, ADVANTAGES, batch.loss_mask, old, None)
+        _, metrics = update(module, batch, ADVANTAGES, old, None, lr=0.1)
         if importance_sampling != "none":
             assert {"is_weight_mean", "is_masked_fraction"} <= metrics.keys()
         return [p.detach().clone() for p in module.model.parameters()]
@@ -102,22 +103,22 @@ def test_importance_sampling_without_sampler_logprobs_is_a_clear_error(tokenizer
     assert data.sampling_logprobs is None
     module = make_module(tiny_qwen2(tokenizer), tokenizer, importance_sampling="token")
     old = torch.zeros(data.loss_mask.shape)
-    with pytest.raises(ValueError, match=r"sampling_logprobs=None.*SamplingConfig\(logprobs=True\)"):
-        module.update(data, ADVANTAGES, data.loss_mask, old, None)
+    with pytest.raises(ValueError, match=r"needs the sampler's log-probs.*rollout\.sampling\.logprobs true"):
+        update(module, data, ADVANTAGES, old, None)
 
 
-def test_invalid_arguments_are_reported_together(tokenizer):
-    with pytest.raises(ValueError, match="invalid GRPOModule arguments") as info:
-        GRPOModule(tiny_qwen2(tokenizer), tokenizer, importance_sampling="seq", is_mode="drop", is_cap=0.5)  # type: ignore[arg-type]
-    for name in ("importance_sampling", "is_mode", "is_cap"):
+def test_invalid_settings_are_reported_together():
+    with pytest.raises(ValueError) as info:
+        GRPOConfig(importance_sampling="seq", is_mode="drop", is_cap=0.5, group_size=1)  # type: ignore[arg-type]
+    for name in ("importance_sampling", "is_mode", "is_cap", "group_size"):
         assert name in str(info.value)
 
 
 def attach_rollout_callback(module: GRPOModule) -> None:
-    """Just enough of a Trainer for ``setup('fit')``."""
-    from lightning_cort.callbacks import RolloutCallback
+    """What the rollout callback does before ``setup('fit')``: connect a sampler."""
+    from lightning_cort.rollout.sampler import RolloutSampler
 
-    module.trainer = SimpleNamespace(callbacks=[RolloutCallback(CoRTFormat())])  # type: ignore[assignment]
+    module.connect_rollouts(RolloutSampler())
 
 
 def test_lora_policy_uses_the_adapter_free_model_as_reference(tokenizer, trajectories):
@@ -125,20 +126,20 @@ def test_lora_policy_uses_the_adapter_free_model_as_reference(tokenizer, traject
 
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
     policy = get_peft_model(tiny_qwen2(tokenizer), lora).eval()
-    module = make_module(policy, tokenizer, lr=0.5, kl_coef=0.1)
+    module = make_module(policy, tokenizer, kl_coef=0.1)
     attach_rollout_callback(module)
     module.setup("fit")
     assert module.reference is None  # no deep copy of the policy
     data = collate_trajectories(trajectories, tokenizer.pad_token_id)
     with torch.no_grad():
         old = module.completion_logprobs(data)
-        ref = module._reference_logprobs(data)
+        ref = module.reference_logprobs(data, 1.0)
     torch.testing.assert_close(ref, old)  # fresh LoRA (B = 0): the policy is the base model
-    _, metrics = module.update(data, ADVANTAGES, data.loss_mask, old, ref)
+    _, metrics = update(module, data, ADVANTAGES, old, ref, lr=0.5)
     assert abs(metrics["kl"].item()) < 1e-6
     with torch.no_grad():
         new = module.completion_logprobs(data)
-        ref_after = module._reference_logprobs(data)
+        ref_after = module.reference_logprobs(data, 1.0)
     assert (new - old).abs().max() > 1e-4  # the adapters learned ...
     torch.testing.assert_close(ref_after, ref)  # ... and the reference is still the frozen base model
     assert not any(p.requires_grad for n, p in policy.named_parameters() if "lora_" not in n)
@@ -168,12 +169,12 @@ def test_dual_clip_and_dr_grpo_length_reach_the_loss(tokenizer, trajectories):
         )
         with torch.no_grad():
             old = module.completion_logprobs(data)
-        module.update(data, ADVANTAGES, data.loss_mask, old, None)
+        update(module, data, ADVANTAGES, old, None)
         results.append(grads(module))
     for a, b in zip(*results):
         torch.testing.assert_close(b, a / 2)
     with pytest.raises(ValueError, match="dual_clip must be > 1"):
-        GRPOModule(tiny_qwen2(tokenizer, num_layers=1), tokenizer, group_size=2, dual_clip=0.5)
+        GRPOConfig(dual_clip=0.5)
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "bnpo", "dr_grpo"])
@@ -202,9 +203,9 @@ def test_micro_batches_accumulate_to_the_whole_minibatch_gradient(tokenizer, los
         )
         module.reference = tiny_qwen2(tokenizer, seed=1).eval()
         with torch.no_grad():
-            old = module._in_micro_batches(data, module.completion_logprobs)
-            ref = module._in_micro_batches(data, module._reference_logprobs)
-        loss, _ = module.update(data, advantages, data.loss_mask, old, ref)
+            old = in_micro_batches(data, micro, module.completion_logprobs)
+            ref = in_micro_batches(data, micro, partial(module.reference_logprobs, temperature=1.0))
+        loss, _ = update(module, data, advantages, old, ref)
         results[micro] = (grads(module), loss)
     whole, _ = results[None]
     if loss_type == "bnpo":  # per micro-batch by definition: micro-batches of one row weigh rows equally
@@ -216,9 +217,9 @@ def test_micro_batches_accumulate_to_the_whole_minibatch_gradient(tokenizer, los
         torch.testing.assert_close(results[None][1], results[micro][1], rtol=1e-5, atol=1e-7)
 
 
-def test_micro_batch_size_is_validated(tokenizer):
+def test_micro_batch_size_is_validated():
     with pytest.raises(ValueError, match="micro_batch_size"):
-        GRPOModule(tiny_qwen2(tokenizer), tokenizer, micro_batch_size=0)
+        GRPOConfig(micro_batch_size=0)
 
 
 @pytest.mark.parametrize("lora", [False, True])

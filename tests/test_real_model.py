@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import StepOutputs
 
 from lightning_cort.formats import CORT_SUFFIX, CoRTFormat, get_format
 from lightning_cort.models.policy import LoraSettings, PolicySettings, load_policy
+from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
+from lightning_cort.rollout.sampler import collate_prompts
 from lightning_cort.tasks import CalculatorTask, build_prompt
 
 pytestmark = pytest.mark.real_model
@@ -228,23 +231,24 @@ def test_one_grpo_step_on_the_real_model(qwen_dir, quantization):
 
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback
     from lightning_cort.modules import GRPOModule
-    from lightning_cort.rewards import cort_reward
 
     lora = LoraSettings(r=8, target_modules=["q_proj", "v_proj"])  # fewer adapted layers: a faster CPU test
     settings = PolicySettings(name_or_path=str(qwen_dir), dtype="bfloat16", lora=lora, quantization=quantization)
     model, tokenizer = load_policy(settings)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    module = GRPOModule(model, tokenizer, reward_fn=cort_reward, group_size=4, lr=1e-4)
+    module = GRPOModule(model, tokenizer, GRPOConfig(group_size=4, lr=1e-4, minibatches=1, reward="cort"))
     module.logprob_chunk_size = 256
     rollout = RolloutConfig(max_calls=2, max_total_tokens=192, sampling=SamplingConfig(temperature=1.0))
     torch.manual_seed(0)
+    sandbox, outputs = SandboxCallback(), StepOutputs()
     trainer = L.Trainer(
         accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[SandboxCallback(), RolloutCallback(CoRTFormat(), rollout)],
+        enable_model_summary=False,
+        callbacks=[sandbox, RolloutCallback(CoRTFormat(), rollout, sandbox=sandbox), outputs],
     )  # fmt: skip
     rows = _rows(2, BRIEF)
-    trainer.fit(module, torch.utils.data.DataLoader(rows, batch_size=2, collate_fn=list))
-    rewards = module.last_rewards.view(2, 4)
+    trainer.fit(module, torch.utils.data.DataLoader(rows, batch_size=2, collate_fn=collate_prompts))
+    rewards = outputs.steps[0]["rewards"].view(2, 4)
     assert (rewards.std(dim=1) > 0).any(), rewards  # some group's rewards differ: the advantages are not all 0
     assert trainer.global_step == 1
     after = model.state_dict()
@@ -278,14 +282,15 @@ def test_gemma_loads_rolls_out_and_trains_a_lora_step(gemma_dir, sandbox):
     def distinct_tokens(t, row):  # a reward that differs between two samples: the step has a signal
         return len(set(t.completion_ids.tolist())) / max(1, t.completion_ids.numel())
 
-    module = GRPOModule(model, tokenizer, reward_fn=distinct_tokens, group_size=2, lr=1e-3)
+    module = GRPOModule(model, tokenizer, GRPOConfig(group_size=2, lr=1e-3, minibatches=1), reward_fn=distinct_tokens)
+    sandbox_cb, outputs = SandboxCallback(), StepOutputs()
+    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=16), sandbox=sandbox_cb)
     trainer = L.Trainer(
         accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[SandboxCallback(), RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=16))],
+        enable_model_summary=False, callbacks=[sandbox_cb, rollout, outputs],
     )  # fmt: skip
     rows = [{"prompt": "Question: what is 6 * 7?\nAnswer:"}] * 2
-    trainer.fit(module, torch.utils.data.DataLoader(rows, batch_size=2, collate_fn=list))
-    assert trainer.global_step == 1 and module.last_rewards.std() > 0
+    trainer.fit(module, torch.utils.data.DataLoader(rows, batch_size=2, collate_fn=collate_prompts))
+    assert trainer.global_step == 1 and outputs.steps[0]["rewards"].std() > 0
     moved = [k for k, v in model.named_parameters() if v.requires_grad and not torch.equal(v, before[k])]
     assert any(".lora_B." in k for k in moved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -147,22 +148,52 @@ def test_help_is_built_from_the_docstrings(capsys):
     assert "--model.lora" in out and "--trainer.strategy" in out
 
 
-def test_qlora_with_vllm_rollouts_is_refused_before_loading(tmp_path):
-    from lightning_cort.recipes.rl import RLConfig, build
+def refused(args: list[str], capsys) -> str:
+    """The one-line error the RL recipe's option parsing gives for ``args`` (nothing is built or loaded)."""
+    from lightning_cort.recipes.rl import RLConfig
 
+    with pytest.raises(SystemExit):
+        parse_config(RLConfig, args, "t", "")
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_qlora_with_vllm_rollouts_is_refused_before_loading(capsys):
     path = ROOT / "recipes/rl/r1-distill-qwen-1.5b_qlora_1gpu.yaml"
-    cfg = parse_config(RLConfig, ["--config", str(path), "--rollout.backend", "vllm"], "t", "")
-    with pytest.raises(ValueError, match="QLoRA"):
-        build(cfg, tmp_path, meta=True)
+    assert "QLoRA" in refused(["--config", str(path), "--rollout.backend", "vllm"], capsys)
 
 
-def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(tmp_path):
-    from lightning_cort.recipes.rl import RLConfig, build
-
+def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(capsys):
     path = ROOT / "recipes/rl/cort_r1-distill-qwen-1.5b_fsdp2_8gpu.yaml"
-    cfg = parse_config(RLConfig, ["--config", str(path), "--rollout.backend", "hf"], "t", "")
-    with pytest.raises(ValueError, match=r"FSDP2-sharded policy.*rollout\.backend vllm"):
-        build(cfg, tmp_path, meta=True)
+    line = refused(["--config", str(path), "--rollout.backend", "hf"], capsys)
+    assert re.search(r"FSDP2-sharded policy.*rollout\.backend vllm", line)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grpo.group_size", "1"], "error: grpo.group_size must be >= 2"),
+        (["--grpo.is_cap", "0.5", "--grpo.minibatches", "0"], "grpo.minibatches must be >= 1"),
+        (["--grpo.reward", "no_such_package.rewards:score"], "grpo.reward 'no_such_package.rewards:score' cannot be"),
+        (["--grpo.reward", "length"], "grpo.reward must be one of cort, correctness, retool or an import path"),
+        (["--grpo.importance_sampling", "token"], "set rollout.logprobs true"),
+        (["--rollout.temperature", "0"], "rollout.temperature must be > 0"),
+    ],
+)
+def test_bad_rl_settings_are_one_line_errors_at_start(args, message, capsys):
+    assert message in refused(args, capsys)
+
+
+def test_a_reward_by_import_path_reaches_the_module(tmp_path):
+    from lightning_cort.recipes.rl import RLConfig, build
+    from lightning_cort.rewards import retool_reward
+
+    cfg = parse_config(
+        RLConfig,
+        ["--config", str(ROOT / "recipes/rl/r1-distill-qwen-1.5b_lora_1gpu.yaml"), "--grpo.reward",
+         "lightning_cort.rewards:retool_reward"],
+        "t", "",
+    )  # fmt: skip
+    assert build(cfg, tmp_path, meta=True)["module"].reward_fn is retool_reward
 
 
 def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_loading(tmp_path):
@@ -172,9 +203,10 @@ def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_
     cfg = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "1.5"], "t", "")
     assert vllm_arguments(cfg.rollout, 0)["kv_cache_memory_bytes"] == 3 * 2**29
     assert "kv_cache_memory_bytes" not in vllm_arguments(parse_config(RLConfig, [], "t", "").rollout, 0)
-    bad = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0"], "t", "")
+    bad = RLConfig()
+    bad.rollout.vllm_kv_cache_gib = 0
     with pytest.raises(ValueError, match=r"rollout\.vllm_kv_cache_gib must be a positive"):
-        build(bad, tmp_path, meta=True)
+        build(bad, tmp_path, meta=True)  # a config built in code is checked too
 
 
 def test_the_tiny_default_plans_without_loading_anything(tmp_path, capsys):

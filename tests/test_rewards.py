@@ -158,7 +158,9 @@ def test_responses_without_any_answer_are_diagnosed(tokenizer):
     done = trajectory_from_text(tokenizer, "q", "ok\n</think>\n\\boxed{4}", CoRTFormat())
     assert no_answer_diagnosis([(done.response_text, done.finish_reason)]) is None
 
-    callback = RolloutCallback(CoRTFormat())
+    from lightning_cort.callbacks import SandboxCallback
+
+    callback = RolloutCallback(CoRTFormat(), sandbox=SandboxCallback())
     trainer = type("T", (), {"global_step": 0})()
     with pytest.warns(UserWarning, match="RL step 0: none of 2 responses has a final answer"):
         callback._warn_without_answers(trainer, [unfinished, unfinished])

@@ -93,6 +93,12 @@ def _rows(n):
     return [{"prompt": build_prompt(p.question), "answer": p.answer} for p in task.problems("train", n)]
 
 
+def _interpreter(config: RolloutConfig) -> list:
+    """A local sandbox and the rollout callback that runs code in it."""
+    sandbox = SandboxCallback(lambda: LocalSandbox(timeout=5.0))
+    return [sandbox, RolloutCallback(CoRTFormat(), config, sandbox=sandbox)]
+
+
 def _trainer(callbacks, **kw):
     return L.Trainer(
         accelerator="cpu",
@@ -125,10 +131,8 @@ def test_rft_rounds_sample_filter_and_train_every_parameter(tokenizer, trained_p
         lr=1e-4,
         sampling=SamplingConfig(temperature=1.0, max_new_tokens=160),
     )
-    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=2, max_total_tokens=160))
-    trainer = _trainer(
-        [SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout], max_epochs=2, reload_dataloaders_every_n_epochs=1
-    )
+    callbacks = _interpreter(RolloutConfig(max_calls=2, max_total_tokens=160))
+    trainer = _trainer(callbacks, max_epochs=2, reload_dataloaders_every_n_epochs=1)
     trainer.fit(module)
     assert len(module.rounds) == 2
     for stats in module.rounds:
@@ -140,8 +144,8 @@ def test_rft_rounds_sample_filter_and_train_every_parameter(tokenizer, trained_p
 
 def test_rft_needs_reloading_dataloaders_for_several_rounds(tokenizer, trained_policy):
     module = RFTModule(trained_policy, tokenizer, _rows(2))
-    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=64))
-    trainer = _trainer([SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout], max_epochs=2)
+    callbacks = _interpreter(RolloutConfig(max_calls=1, max_total_tokens=64))
+    trainer = _trainer(callbacks, max_epochs=2)
     with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs=1"):
         trainer.fit(module)
 
@@ -149,8 +153,8 @@ def test_rft_needs_reloading_dataloaders_for_several_rounds(tokenizer, trained_p
 def test_rft_round_with_nothing_kept_is_a_clear_error(tokenizer, trained_policy):
     rows = [{"prompt": r["prompt"], "answer": "not a number"} for r in _rows(2)]
     module = RFTModule(trained_policy, tokenizer, rows, samples_per_prompt=2)
-    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=64))
-    trainer = _trainer([SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout], max_epochs=1)
+    callbacks = _interpreter(RolloutConfig(max_calls=1, max_total_tokens=64))
+    trainer = _trainer(callbacks, max_epochs=1)
     with pytest.raises(RuntimeError, match="passed the filters"):
         trainer.fit(module)
 
@@ -162,10 +166,8 @@ def test_rft_round_with_nothing_kept_can_be_allowed(tokenizer, trained_policy):
     policy = copy.deepcopy(trained_policy)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     module = RFTModule(policy, tokenizer, rows, samples_per_prompt=2, allow_empty_rounds=True)
-    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=64))
-    trainer = _trainer(
-        [SandboxCallback(lambda: LocalSandbox(timeout=5.0)), rollout], max_epochs=2, reload_dataloaders_every_n_epochs=1
-    )
+    callbacks = _interpreter(RolloutConfig(max_calls=1, max_total_tokens=64))
+    trainer = _trainer(callbacks, max_epochs=2, reload_dataloaders_every_n_epochs=1)
     with pytest.warns(UserWarning, match="nothing to train on"):
         trainer.fit(module)
     # Lightning ends the fit at an epoch without batches: the empty first round is the last one.

@@ -93,10 +93,12 @@ def test_grpo_module_without_rollout_callback_fails_at_setup(trained_policy, tok
     import lightning as L
 
     from lightning_cort.modules import GRPOModule
+    from lightning_cort.modules.grpo import GRPOConfig
+    from lightning_cort.rollout.sampler import collate_prompts
 
-    module = GRPOModule(trained_policy, tokenizer, group_size=2)
+    module = GRPOModule(trained_policy, tokenizer, GRPOConfig(group_size=2))
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    loader = torch.utils.data.DataLoader([{"prompt": "x"}], batch_size=1, collate_fn=list)
+    loader = torch.utils.data.DataLoader([{"prompt": "x"}], batch_size=1, collate_fn=collate_prompts)
     with pytest.raises(RuntimeError, match="RolloutCallback"):
         trainer.fit(module, loader)
 
@@ -119,22 +121,43 @@ def test_grpo_update_moves_logprobs_in_the_advantage_direction(trained_policy, t
         row={"answer": "6"},
     )
     bad = trajectory_from_text(tokenizer, "What is 2 * 3?", "</think>\n\n\\boxed{5}", fmt, row={"answer": "6"})
-    module = GRPOModule(copy.deepcopy(trained_policy).train(), tokenizer, group_size=2, lr=1e-3)
+    from lightning_cort.modules.grpo import GRPOConfig, grpo_step
+
+    module = GRPOModule(
+        copy.deepcopy(trained_policy).train(), tokenizer, GRPOConfig(group_size=2, minibatches=1, reward="correctness")
+    )
     # A small step, so the first-order direction shows (0.05 overshot once the tokenizer changed: both log-probs fell).
     opt = torch.optim.SGD(module.model.parameters(), lr=1e-3)
-    module.optimizers = lambda: opt  # type: ignore[method-assign]
-    module.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
-    module.clip_gradients = lambda *a, **k: None  # type: ignore[method-assign]
     data = collate_trajectories([good, bad], tokenizer.pad_token_id)
     rewards = module.score([good, bad])
     assert rewards.tolist() == [1.0, 0.0]
-    from lightning_cort.losses import group_advantages
-
-    adv = group_advantages(rewards, 2)
     with torch.no_grad():
         old = module.completion_logprobs(data)
-    module.update(data, adv, data.loss_mask, old, None)
+    # The whole step as a plain function: no Trainer, nothing patched.
+    result = grpo_step(
+        module, [good, bad], rewards, module.config, opt, temperature=1.0, pad_token_id=tokenizer.pad_token_id
+    )
+    assert result.advantages.tolist() == pytest.approx([0.7071, -0.7071], abs=1e-3) and result.kept.all()
     with torch.no_grad():
         new = module.completion_logprobs(data)
     delta = ((new - old) * data.loss_mask).sum(-1)
     assert delta[0] > 0 and delta[1] < 0
+
+
+def test_the_readmes_grpo_example_runs(tmp_path, monkeypatch):
+    """The README's rollout snippet, then its hand-wired GRPO run, as a newcomer would paste them."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    rollout = next(b for b in blocks if "RolloutEngine(HFBackend(model, tok)" in b)
+    grpo = next(b for b in blocks if "collate_fn=collate_prompts" in b)
+    monkeypatch.chdir(tmp_path)  # Lightning's default logger writes into the working directory
+    namespace: dict = {}
+    exec(compile(rollout, "README rollout example", "exec"), namespace)
+    exec(
+        compile(grpo.replace("max_steps=2", "max_steps=2, enable_progress_bar=False"), "README GRPO", "exec"), namespace
+    )
+    module = namespace["module"]
+    assert module.trainer.global_step == 2 and module.config.group_size == 4

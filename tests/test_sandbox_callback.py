@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from lightning_cort.callbacks import RolloutCallback, SandboxCallback, TokenEfficiencyCallback
-from lightning_cort.data import ListDataset, collate_rows
+from lightning_cort.data import ListDataset
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.rollout import RolloutConfig, SamplingConfig
+from lightning_cort.rollout.sampler import collate_prompts
 from lightning_cort.sandbox import ExecutionError, ExecutionResult, LocalSandbox
 from lightning_cort.tasks import CalculatorTask, build_prompt
 
@@ -62,12 +63,14 @@ def test_sandbox_failures_during_grpo_are_counted_and_excluded(trained_policy, t
     from lightning.pytorch.loggers import CSVLogger
 
     from lightning_cort.modules import GRPOModule
+    from lightning_cort.modules.grpo import GRPOConfig
 
     rows = []
     for p in CalculatorTask(seed=3).problems("train", 8):
         rows.append({**p.to_row(), "prompt": build_prompt(p.question)})
-    module = GRPOModule(copy.deepcopy(trained_policy), tokenizer, group_size=4, lr=1e-5)
+    module = GRPOModule(copy.deepcopy(trained_policy), tokenizer, GRPOConfig(group_size=4, lr=1e-5))
     config = RolloutConfig(max_calls=2, max_total_tokens=160, sampling=SamplingConfig(temperature=1.0))
+    sandbox = SandboxCallback(partial(FlakySandbox, timeout=2))
     trainer = L.Trainer(
         max_steps=2,
         logger=CSVLogger(tmp_path),
@@ -75,12 +78,12 @@ def test_sandbox_failures_during_grpo_are_counted_and_excluded(trained_policy, t
         enable_checkpointing=False,
         enable_progress_bar=False,
         callbacks=[
-            SandboxCallback(partial(FlakySandbox, timeout=2)),
-            RolloutCallback(CoRTFormat(), config),
+            sandbox,
+            RolloutCallback(CoRTFormat(), config, sandbox=sandbox),
             TokenEfficiencyCallback(),
         ],
     )
-    trainer.fit(module, torch.utils.data.DataLoader(ListDataset(rows), batch_size=4, collate_fn=collate_rows))
+    trainer.fit(module, torch.utils.data.DataLoader(ListDataset(rows), batch_size=4, collate_fn=collate_prompts))
     assert trainer.global_step == 2  # training went on
     metrics = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     header, *lines = metrics.strip().splitlines()

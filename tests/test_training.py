@@ -12,12 +12,14 @@ import torch
 
 from lightning_cort._imports import BITSANDBYTES_AVAILABLE
 from lightning_cort.callbacks import RolloutCallback, SandboxCallback
-from lightning_cort.data import ListDataset, collate_rows, trajectory_from_text
+from lightning_cort.data import ListDataset, trajectory_from_text
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.models.policy import LoraSettings, PolicySettings, export_policy, load_policy
 from lightning_cort.modules import GRPOModule, SFTModule
+from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.rewards.functions import cort_reward
 from lightning_cort.rollout import RolloutConfig
+from lightning_cort.rollout.sampler import collate_prompts
 from lightning_cort.sandbox import LocalSandbox
 from lightning_cort.tasks import CalculatorTask, build_prompt
 from lightning_cort.trajectory import collate_trajectories
@@ -70,11 +72,16 @@ def _shorter_is_better(trajectory, row):
     return cort_reward(trajectory, row) - trajectory.completion_ids.numel() / 100
 
 
+ROLLOUT = RolloutConfig(max_calls=1, max_total_tokens=120)
+
+
 def _grpo_fit(model, tokenizer, steps=2, callbacks=(), **kw):
-    module = GRPOModule(model, tokenizer, reward_fn=_shorter_is_better, group_size=4, lr=1e-3, **kw)
-    rollout = RolloutCallback(CoRTFormat(), RolloutConfig(max_calls=1, max_total_tokens=120))
-    loader = torch.utils.data.DataLoader(ListDataset(_rows(2 * steps)), batch_size=2, collate_fn=collate_rows)
+    module = GRPOModule(
+        model, tokenizer, GRPOConfig(group_size=4, lr=1e-3, minibatches=1, **kw), reward_fn=_shorter_is_better
+    )
     sandbox = SandboxCallback(lambda: LocalSandbox(timeout=5.0))
+    rollout = RolloutCallback(CoRTFormat(), ROLLOUT, sandbox=sandbox)
+    loader = torch.utils.data.DataLoader(ListDataset(_rows(2 * steps)), batch_size=2, collate_fn=collate_prompts)
     _trainer(max_steps=steps, callbacks=[sandbox, rollout, *callbacks]).fit(module, loader)
     return module
 
@@ -86,8 +93,11 @@ def test_grpo_changes_every_parameter(tokenizer, trained_policy):
     before = _snapshot(policy)
     torch.manual_seed(0)
     val_rows = [{**r, "id": i} for i, r in enumerate(_rows(3))]
-    efficiency = TokenEfficiencyCallback(val_rows=val_rows, val_every_n_steps=1, code_format=CoRTFormat())
-    _grpo_fit(policy, tokenizer, kl_coef=0.01, callbacks=[efficiency])
+    sandbox = SandboxCallback(lambda: LocalSandbox(timeout=5.0))
+    efficiency = TokenEfficiencyCallback(
+        val_rows=val_rows, val_every_n_steps=1, code_format=CoRTFormat(), rollout_config=ROLLOUT, sandbox=sandbox
+    )
+    _grpo_fit(policy, tokenizer, kl_coef=0.01, callbacks=[sandbox, efficiency])
     assert _unchanged(policy, before) == []
     # Training rollouts and validation rollouts report the same metrics (one implementation).
     assert len(efficiency.history) == 2 and len(efficiency.val_history) == 2

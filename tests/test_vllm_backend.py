@@ -110,6 +110,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
     # fmt: off
     args = [
         "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0.25",
+        "--rollout.logprobs", "true", "--grpo.importance_sampling", "token",
         "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
         "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
         "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--task.eval_size", "8",
@@ -121,6 +122,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
     assert 0.0 <= summary["accuracy_after"] <= 1.0
     metrics = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics and "rollout/tokens_per_s" in metrics
+    assert "train/is_weight_mean" in metrics  # the off-policy correction ran on vLLM's own log-probs
 
 
 @needs_vllm
@@ -134,7 +136,9 @@ def test_real_qwen_on_vllm_equals_hf_before_and_after_a_lora_grpo_step(qwen_dir)
     from lightning_cort.data import encode_prompt
     from lightning_cort.models.policy import LoraSettings, PolicySettings, load_policy
     from lightning_cort.modules import GRPOModule
+    from lightning_cort.modules.grpo import GRPOConfig
     from lightning_cort.rewards import cort_reward
+    from lightning_cort.rollout.sampler import collate_prompts
 
     lora = LoraSettings(r=8, target_modules=["q_proj", "v_proj"])
     model, tok = load_policy(PolicySettings(name_or_path=str(qwen_dir), dtype="float32", lora=lora))
@@ -157,16 +161,18 @@ def test_real_qwen_on_vllm_equals_hf_before_and_after_a_lora_grpo_step(qwen_dir)
         for a, b in zip(ours, theirs):
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-3, rtol=0)
 
-    module = GRPOModule(model, tok, reward_fn=cort_reward, group_size=2, lr=1e-3)
+    module = GRPOModule(model, tok, GRPOConfig(group_size=2, lr=1e-3, minibatches=1), reward_fn=cort_reward)
+    sandbox = SandboxCallback()
     rollout = RolloutCallback(
         CoRTFormat(), RolloutConfig(max_calls=2, max_total_tokens=128, sampling=SamplingConfig(temperature=1.0)),
-        backend="vllm", vllm_kwargs={"dtype": "float32", "kv_cache_memory_bytes": 2**30, "max_model_len": 1024},
+        sandbox=sandbox, backend="vllm",
+        vllm_kwargs={"dtype": "float32", "kv_cache_memory_bytes": 2**30, "max_model_len": 1024},
     )  # fmt: skip
     trainer = L.Trainer(
         accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[SandboxCallback(), rollout],
+        enable_model_summary=False, callbacks=[sandbox, rollout],
     )  # fmt: skip
-    trainer.fit(module, torch.utils.data.DataLoader(rows[:2], batch_size=2, collate_fn=list))
+    trainer.fit(module, torch.utils.data.DataLoader(rows[:2], batch_size=2, collate_fn=collate_prompts))
     vllm = rollout.engine.backend
     assert vllm.policy_version == 0 and trainer.global_step == 1  # it sampled the step with the initial weights
     # The initial weights are the base model's (LoRA's B starts at 0): engine and HF agree on them ...

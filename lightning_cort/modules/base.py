@@ -13,6 +13,9 @@ from lightning_cort.trajectory import TrajectoryBatch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from lightning_cort.rollout.sampler import RolloutSampler
+    from lightning_cort.trajectory import Trajectory
+
 
 class PolicyModule(L.LightningModule):
     """Base of the training modules: holds the policy, computes completion log-probs, and shards the policy with
@@ -138,3 +141,46 @@ class PolicyModule(L.LightningModule):
             logps.append(lp)
             ents.append(ent)
         return torch.cat(logps, dim=1), (torch.cat(ents, dim=1) if entropy else None)
+
+
+class RolloutModule(PolicyModule):
+    """Base of the modules that learn from their own rollouts (:class:`~lightning_cort.modules.GRPOModule`,
+    :class:`~lightning_cort.modules.RFTModule`): the protocol :class:`~lightning_cort.callbacks.RolloutCallback`
+    serves.
+
+    The callback connects a :class:`~lightning_cort.rollout.sampler.RolloutSampler` in its ``setup``
+    (:meth:`connect_rollouts`) and fills every :class:`~lightning_cort.rollout.sampler.RolloutBatch` of the
+    dataloader with :attr:`samples_per_prompt` trajectories per row before ``training_step`` receives it; a module
+    that samples on its own schedule calls :attr:`rollout_sampler` itself. Correctness for the token-efficiency
+    metrics is :meth:`is_correct` (override it with the reward for a task whose answers are not boxed).
+    """
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lr: float = 1e-5, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__(model, tokenizer, lr=lr, weight_decay=weight_decay)
+        #: Connected by the rollout callback at setup.
+        self.rollout_sampler: RolloutSampler | None = None
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """Trajectories sampled per prompt row."""
+        raise NotImplementedError
+
+    def connect_rollouts(self, sampler: RolloutSampler) -> None:
+        """Receive the sampler (called by the rollout callback in its ``setup``)."""
+        self.rollout_sampler = sampler
+
+    def is_correct(self, trajectory: Trajectory) -> bool:
+        """Whether a trajectory's final answer is right (default: the toolkit's answer judge against
+        ``row["answer"]``)."""
+        from lightning_cort.rewards.functions import is_correct
+
+        return is_correct(trajectory, trajectory.row)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.rollout_sampler is None:
+            raise RuntimeError(
+                f"{type(self).__name__} learns from rollouts: add lightning_cort.callbacks.RolloutCallback (and a "
+                "SandboxCallback) to the Trainer's callbacks"
+            )

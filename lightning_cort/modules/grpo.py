@@ -1,11 +1,20 @@
-"""GRPO: group-relative advantages and the clipped policy-gradient loss, trained on rollouts handed over by
-:class:`~lightning_cort.callbacks.RolloutCallback`."""
+"""GRPO: one RL step, top to bottom.
+
+:class:`~lightning_cort.callbacks.RolloutCallback` fills the step's
+:class:`~lightning_cort.rollout.sampler.RolloutBatch` with ``group_size`` trajectories per prompt;
+:meth:`GRPOModule.training_step` scores them (:meth:`GRPOModule.score`) and calls :func:`grpo_step`, a plain
+function that computes group advantages and the old and reference log-probs, then :func:`grpo_update` runs
+``ppo_epochs × minibatches`` optimizer steps of the clipped surrogate (:func:`~lightning_cort.losses.policy_loss`).
+Everything the update needs is an argument of these functions, which a test can call without a Trainer.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import torch
 from typing_extensions import override
@@ -18,9 +27,10 @@ from lightning_cort.losses import (
     group_advantages,
     policy_loss,
 )
-from lightning_cort.modules.base import PolicyModule
-from lightning_cort.rewards.functions import RewardFn, correctness_reward
-from lightning_cort.trajectory import Trajectory, collate_trajectories
+from lightning_cort.modules.base import RolloutModule
+from lightning_cort.rewards.functions import RewardFn
+from lightning_cort.rollout.sampler import RolloutBatch
+from lightning_cort.trajectory import Trajectory, TrajectoryBatch, collate_trajectories
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,324 +38,446 @@ if TYPE_CHECKING:
 ImportanceSampling = Literal["none", "token", "sequence"]
 
 
-class GRPOModule(PolicyModule):
-    """Group Relative Policy Optimization over code-interleaved trajectories.
+@dataclass
+class GRPOConfig:
+    """GRPO settings: the ``grpo`` section of the RL recipe, and what :class:`GRPOModule` takes whole.
 
-    One training step is one RL step: the rollout callback samples ``group_size`` trajectories per prompt of the
-    batch and hands them to :meth:`receive_rollouts`; :meth:`training_step` scores them, computes group advantages,
-    and runs ``ppo_epochs × minibatches`` optimizer steps of the clipped surrogate (manual optimization).
-    Interpreter-output tokens never enter the loss (their ``loss_mask`` is 0), and trajectories hit by sandbox
-    failures are excluded by default.
+    Attributes:
+        steps: RL steps (one rollout batch and its updates each).
+        prompts_per_step: Prompts per step (per process under DDP/FSDP2); each gets ``group_size`` trajectories.
+        group_size: Trajectories per prompt (``G``).
+        reward: A built-in reward, ``correctness`` (1/0), ``cort`` (1/0 with −0.1 when no code output succeeded) or
+            ``retool`` (±1), or the import path of a ``(trajectory, row) -> float`` function
+            (``my_package.rewards:score``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        loss_type: Loss aggregation: ``grpo``, ``dapo``, ``bnpo`` or ``dr_grpo``.
+        clip_low: PPO ε below 1.
+        clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
+        dual_clip: Dual-clip constant ``c > 1`` capping the loss of negative-advantage tokens, or empty.
+        max_completion_length: Dr. GRPO's constant denominator (empty: the rollout budget in the recipes, the
+            batch's longest completion in the module).
+        advantage_scale: Divide by the ``group`` std (GRPO), the ``batch`` std, or ``none`` (Dr. GRPO).
+        kl_coef: β of the KL penalty against the initial policy (0: no reference). For a peft policy the reference
+            is the policy with its adapters disabled (no copy); otherwise a frozen copy made at setup.
+        kl_estimator: ``k1``, ``k2`` or ``k3``.
+        entropy_coef: Entropy bonus weight (CoRT: 0.001); the entropy is computed only when this is not 0.
+        importance_sampling: Correct for rollouts sampled by another engine (vLLM) than the trainer, with the weight
+            ``exp(old_logprobs − sampling_logprobs)``: ``none``, per ``token`` or per ``sequence``. Needs the
+            sampler's log-probs (``rollout.sampling.logprobs``).
+        is_mode: ``truncate`` the weight at ``is_cap`` (TIS) or ``mask`` tokens / sequences above it (MIS).
+        is_cap: Upper bound ``>= 1`` of the importance weight.
+        ppo_epochs: Passes over each rollout batch.
+        minibatches: Optimizer steps per pass.
+        micro_batch_size: Trajectories per forward/backward pass (gradient accumulation with the same result; empty:
+            a whole minibatch at once).
+        max_grad_norm: Gradient clipping (0: off).
+        exclude_infrastructure_failures: Leave trajectories whose executions failed in the sandbox out of the loss.
+    """
 
-    Subclass and override :meth:`score` for a new reward, or pass ``reward_fn``. Because optimization is manual,
-    ``trainer.global_step`` counts optimizer steps: give the Trainer ``max_steps = rl_steps × ppo_epochs ×
+    steps: int = 40
+    prompts_per_step: int = 8
+    group_size: int = 8
+    reward: str = "cort"
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    loss_type: LossType = "dapo"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    dual_clip: float | None = None
+    max_completion_length: int | None = None
+    advantage_scale: AdvantageScale = "group"
+    kl_coef: float = 0.0
+    kl_estimator: KLEstimator = "k3"
+    entropy_coef: float = 0.0
+    importance_sampling: ImportanceSampling = "none"
+    is_mode: ISMode = "truncate"
+    is_cap: float = 2.0
+    ppo_epochs: int = 1
+    minibatches: int = 2
+    micro_batch_size: int | None = None
+    max_grad_norm: float = 1.0
+    exclude_infrastructure_failures: bool = True
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.steps < 1 or self.prompts_per_step < 1:
+            errors.append(
+                f"grpo.steps and grpo.prompts_per_step must be >= 1, got {self.steps} and {self.prompts_per_step}"
+            )
+        if self.group_size < 2:
+            errors.append(f"grpo.group_size must be >= 2 for group advantages, got {self.group_size}")
+        if self.ppo_epochs < 1 or self.minibatches < 1:
+            errors.append(
+                f"grpo.ppo_epochs and grpo.minibatches must be >= 1, got {self.ppo_epochs} and {self.minibatches}"
+            )
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            errors.append(f"grpo.micro_batch_size must be >= 1 or empty, got {self.micro_batch_size}")
+        for name, value, allowed in (
+            ("loss_type", self.loss_type, get_args(LossType)),
+            ("advantage_scale", self.advantage_scale, get_args(AdvantageScale)),
+            ("kl_estimator", self.kl_estimator, get_args(KLEstimator)),
+            ("importance_sampling", self.importance_sampling, get_args(ImportanceSampling)),
+            ("is_mode", self.is_mode, get_args(ISMode)),
+        ):
+            if value not in allowed:
+                errors.append(f"grpo.{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if not self.is_cap >= 1.0:
+            errors.append(f"grpo.is_cap must be >= 1 (on-policy tokens have weight 1), got {self.is_cap}")
+        if self.dual_clip is not None and not self.dual_clip > 1.0:
+            errors.append(f"grpo.dual_clip must be > 1 or empty, got {self.dual_clip}")
+        if self.lr < 0 or self.max_grad_norm < 0:
+            errors.append(f"grpo.lr and grpo.max_grad_norm must be >= 0, got {self.lr} and {self.max_grad_norm}")
+        if ":" not in self.reward and self.reward not in BUILTIN_REWARDS:
+            errors.append(
+                f"grpo.reward must be one of {', '.join(BUILTIN_REWARDS)} or an import path 'package.module:function', "
+                f"got {self.reward!r}"
+            )
+        if errors:
+            raise ValueError("; ".join(errors))
+
+
+BUILTIN_REWARDS = ("cort", "correctness", "retool")
+
+
+def resolve_reward(name: str) -> RewardFn:
+    """A built-in reward by name, or a ``(trajectory, row) -> float`` function by import path (``pkg.mod:fn``).
+
+    Raises:
+        ValueError: The module or the function does not exist, or is not callable.
+    """
+    from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
+
+    builtin = {"cort": cort_reward, "correctness": correctness_reward, "retool": retool_reward}
+    if name in builtin:
+        return builtin[name]
+    module_name, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"grpo.reward {name!r} cannot be imported ({exc}); give 'package.module:function'") from exc
+    if not callable(fn):
+        raise ValueError(f"grpo.reward {name!r} is not a function")
+    return fn  # type: ignore[no-any-return]
+
+
+class CompletionScorer(Protocol):
+    """What :func:`grpo_step` needs from the policy: completion log-probs, with the entropy, and under the
+    reference (:class:`GRPOModule` is one)."""
+
+    def completion_logprobs(self, batch: TrajectoryBatch, temperature: float = 1.0) -> Any: ...
+
+    def completion_logprobs_and_entropy(
+        self, batch: TrajectoryBatch, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def reference_logprobs(self, batch: TrajectoryBatch, temperature: float) -> torch.Tensor: ...
+
+
+@dataclass
+class StepResult:
+    """What one :func:`grpo_step` did.
+
+    Attributes:
+        loss: Mean loss over its optimizer steps.
+        metrics: Mean of each loss metric (``clip_fraction``, ``kl``, ``entropy``, ``is_weight``, ...).
+        advantages: ``[B]`` advantages of the trajectories.
+        kept: ``[B]`` whether each trajectory entered the loss.
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    advantages: torch.Tensor
+    kept: torch.Tensor
+
+
+def grpo_step(
+    policy: CompletionScorer,
+    trajectories: Sequence[Trajectory],
+    rewards: torch.Tensor,
+    config: GRPOConfig,
+    optimizer: torch.optim.Optimizer,
+    *,
+    temperature: float,
+    pad_token_id: int,
+    device: torch.device | str = "cpu",
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    clip_gradients: Callable[[float], None] | None = None,
+) -> StepResult:
+    """One GRPO step on one rollout batch: advantages, old and reference log-probs, then ``ppo_epochs ×
+    minibatches`` optimizer steps of the clipped surrogate. Interpreter-output tokens never enter the loss (their
+    ``loss_mask`` is 0), nor (by default) trajectories hit by sandbox failures.
+
+    Args:
+        policy: Computes completion log-probs under the current policy and the reference.
+        trajectories: ``group_size × prompts`` trajectories grouped by prompt.
+        rewards: ``[B]`` their rewards.
+        config: The GRPO settings.
+        optimizer: Stepped ``ppo_epochs × minibatches`` times.
+        temperature: The temperature the trajectories were sampled at (log-probs are computed at it).
+        pad_token_id: For collating.
+        device: Where the tensors go.
+        backward: Back-propagates a loss (Lightning's ``manual_backward`` under a Trainer).
+        clip_gradients: Clips the gradient norm to its argument (default: ``torch.nn.utils.clip_grad_norm_`` over the
+            optimizer's parameters).
+    """
+    if len(trajectories) % config.group_size:
+        raise ValueError(f"{len(trajectories)} trajectories is not a multiple of group_size={config.group_size}")
+    if temperature <= 0:
+        raise ValueError(f"GRPO trains on sampled rollouts: the sampling temperature must be > 0, got {temperature}")
+    advantages = group_advantages(rewards, config.group_size, scale=config.advantage_scale).to(device)  # [B]
+    data = collate_trajectories(list(trajectories), pad_token_id).to(device)
+    kept = torch.tensor(
+        [not (config.exclude_infrastructure_failures and t.has_infrastructure_failure) for t in trajectories],
+        device=device,
+    )
+    mask = data.loss_mask * kept[:, None]  # [B, T]
+    micro = config.micro_batch_size
+    with torch.no_grad():
+        old_logprobs = in_micro_batches(data, micro, lambda mb: policy.completion_logprobs(mb, temperature))
+        ref_logprobs = (
+            in_micro_batches(data, micro, lambda mb: policy.reference_logprobs(mb, temperature))
+            if config.kl_coef
+            else None
+        )
+    loss, metrics = grpo_update(
+        policy,
+        data,
+        advantages,
+        mask,
+        old_logprobs,
+        ref_logprobs,
+        config,
+        optimizer,
+        temperature=temperature,
+        backward=backward,
+        clip_gradients=clip_gradients,
+    )
+    return StepResult(loss, metrics, advantages, kept)
+
+
+def grpo_update(
+    policy: CompletionScorer,
+    data: TrajectoryBatch,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
+    config: GRPOConfig,
+    optimizer: torch.optim.Optimizer,
+    *,
+    temperature: float,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    clip_gradients: Callable[[float], None] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The optimizer steps of :func:`grpo_step` on collated rollouts: ``ppo_epochs`` passes of ``minibatches``
+    steps, each accumulated over micro-batches of ``config.micro_batch_size``. Returns the mean loss and metrics.
+
+    Args:
+        policy: Computes completion log-probs under the current policy.
+        data: The collated rollouts; their ``sampling_logprobs`` are used with ``config.importance_sampling``.
+        advantages: ``[B]``.
+        mask: ``[B, T]`` tokens trained on.
+        old_logprobs: ``[B, T]`` log-probs before the update.
+        ref_logprobs: ``[B, T]`` reference log-probs, or ``None`` without KL.
+        config: The GRPO settings.
+        optimizer: The optimizer.
+        temperature: The sampling temperature of the rollouts.
+        backward: Back-propagates a loss.
+        clip_gradients: Clips the gradient norm (default: ``clip_grad_norm_`` over the optimizer's parameters).
+
+    Raises:
+        ValueError: When importance sampling is enabled and a trajectory lacks the sampler's log-probs.
+    """
+    sampling_logprobs = _sampling_logprobs(data, config)  # [B, T] or None
+    micro = config.micro_batch_size
+    device = advantages.device
+    if clip_gradients is None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+
+        def clip_gradients(norm: float) -> None:
+            torch.nn.utils.clip_grad_norm_(params, norm)
+
+    b = len(data)
+    losses, all_metrics = [], []
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(b, device=device) if config.minibatches > 1 else torch.arange(b, device=device)
+        for idx in order.chunk(config.minibatches):
+            optimizer.zero_grad()
+            step_loss = torch.zeros((), device=device)
+            step_metrics: dict[str, torch.Tensor] = {}
+            tokens = mask[idx].sum().float().clamp(min=1.0)  # the minibatch's trained tokens (dapo's normalizer)
+            parts = idx.split(micro) if micro else (idx,)
+            for part in parts:
+                share = len(part) / len(idx)
+                mb = data.select(part)
+                entropy = None
+                if config.entropy_coef:
+                    logprobs, entropy = policy.completion_logprobs_and_entropy(mb, temperature)  # [b, T] each
+                else:
+                    logprobs = policy.completion_logprobs(mb, temperature)  # [b, T]
+                loss, metrics = policy_loss(
+                    logprobs,
+                    old_logprobs[part],
+                    advantages[part],
+                    mask[part],
+                    loss_type=config.loss_type,
+                    clip_low=config.clip_low,
+                    clip_high=config.clip_high,
+                    dual_clip=config.dual_clip,
+                    max_completion_length=config.max_completion_length,
+                    normalizer=tokens if config.loss_type == "dapo" else None,
+                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[part],
+                    kl_coef=config.kl_coef,
+                    kl_estimator=config.kl_estimator,
+                    entropy=entropy,
+                    entropy_coef=config.entropy_coef,
+                    sampling_logprobs=None if sampling_logprobs is None else sampling_logprobs[part],
+                    is_level="sequence" if config.importance_sampling == "sequence" else "token",
+                    is_mode=config.is_mode,
+                    is_cap=config.is_cap,
+                )
+                # Every loss type is normalised over the whole minibatch, as if it were one batch (bnpo per
+                # micro-batch, by definition); dapo already divides by the minibatch's tokens.
+                if config.loss_type in ("grpo", "dr_grpo"):
+                    loss = loss * share
+                elif config.loss_type == "bnpo":
+                    loss = loss / len(parts)
+                backward(loss)
+                step_loss += loss.detach()
+                for k, v in metrics.items():
+                    step_metrics[k] = step_metrics.get(k, 0.0) + v.detach() * share
+            if config.max_grad_norm:
+                clip_gradients(config.max_grad_norm)
+            optimizer.step()
+            losses.append(step_loss)
+            all_metrics.append(step_metrics)
+    mean = {k: torch.stack([m[k] for m in all_metrics]).mean() for k in all_metrics[0]}
+    return torch.stack(losses).mean(), mean
+
+
+def in_micro_batches(data: TrajectoryBatch, size: int | None, fn: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """``fn`` (``[b, T]`` log-probs of a batch) over ``data`` in micro-batches of ``size``, concatenated. ``[B, T]``"""
+    if not size or len(data) <= size:
+        return fn(data)
+    rows = torch.arange(len(data), device=data.input_ids.device)
+    return torch.cat([fn(data.select(part)) for part in rows.split(size)])
+
+
+def _sampling_logprobs(data: TrajectoryBatch, config: GRPOConfig) -> torch.Tensor | None:
+    """The sampler's log-probs ``[B, T]`` when importance sampling is enabled."""
+    if config.importance_sampling == "none":
+        return None
+    if data.sampling_logprobs is None:
+        raise ValueError(
+            f"grpo.importance_sampling {config.importance_sampling!r} needs the sampler's log-probs, but at least one "
+            "trajectory has none: sample with rollout.sampling.logprobs true, or set grpo.importance_sampling none"
+        )
+    return data.sampling_logprobs
+
+
+class GRPOModule(RolloutModule):
+    """Group Relative Policy Optimization over code-interleaved trajectories (manual optimization).
+
+    One training step is one RL step on the :class:`~lightning_cort.rollout.sampler.RolloutBatch` that
+    :class:`~lightning_cort.callbacks.RolloutCallback` filled: :meth:`score`, then :func:`grpo_step`. It returns
+    ``{"loss", "rewards", "advantages"}`` (what ``on_train_batch_end`` callbacks receive as ``outputs``).
+
+    For a new task, subclass and override :meth:`score` (or pass ``reward_fn``). Because optimization is manual,
+    ``trainer.global_step`` counts optimizer steps: give the Trainer ``max_steps = steps × ppo_epochs ×
     minibatches`` (or bound the run by the dataloader's length).
 
     Args:
         model: The policy.
         tokenizer: Its tokenizer.
-        reward_fn: ``(trajectory, row) -> float``.
-        group_size: Trajectories per prompt (``G``).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        loss_type: ``grpo``, ``dapo``, ``bnpo`` or ``dr_grpo`` aggregation.
-        clip_low: PPO ε below 1.
-        clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
-        dual_clip: The constant ``c > 1`` of dual-clip PPO (caps the loss of negative-advantage tokens), or ``None``.
-        max_completion_length: Dr. GRPO's constant denominator (the generation budget); default: the batch's longest
-            completion.
-        advantage_scale: ``group``, ``batch`` or ``none``.
-        kl_coef: β of the KL penalty against the initial policy (0 disables it). For a peft model (one with
-            ``disable_adapter``) the reference is the policy with its adapters disabled, so no copy is made;
-            otherwise it is a frozen copy of the policy made at ``setup``.
-        kl_estimator: ``k1``, ``k2`` or ``k3``.
-        entropy_coef: Weight of the entropy bonus (``loss -= entropy_coef · entropy``; CoRT: 0.001). The entropy of
-            ``softmax(logits / temperature)`` is computed only when this is not 0.
-        importance_sampling: Correct for rollouts sampled by another engine (vLLM) than the trainer with the weight
-            ``exp(old_logprobs - sampling_logprobs)``: ``none``, per ``token``, or per ``sequence`` (see
-            :func:`~lightning_cort.losses.importance_weights`). Needs every trajectory's ``sampling_logprobs``
-            (``SamplingConfig(logprobs=True)``).
-        is_mode: ``truncate`` the weight at ``is_cap`` (TIS) or ``mask`` tokens / sequences above it (MIS).
-        is_cap: Upper bound ``>= 1`` of the importance weight.
-        ppo_epochs: Passes over each rollout batch.
-        minibatches: Optimizer steps per pass.
-        micro_batch_size: Trajectories per forward/backward pass (``None``: a whole minibatch at once). Smaller
-            micro-batches accumulate gradients into the same optimizer step with the same result (every loss type
-            is normalised over the whole minibatch, as if it were one batch; ``bnpo`` normalises per micro-batch by
-            definition), trading time for activation memory; old and reference log-probs are computed in
-            micro-batches too.
-        temperature: Sampling temperature; log-probs are computed from ``logits / temperature`` to match.
-        max_grad_norm: Gradient clipping (0 disables it).
-        exclude_infrastructure_failures: Drop trajectories whose executions failed in the sandbox from the loss.
+        config: The GRPO settings (validated when built).
+        reward_fn: ``(trajectory, row) -> float``; default: ``config.reward``.
     """
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        reward_fn: RewardFn = correctness_reward,
-        group_size: int = 8,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        loss_type: LossType = "dapo",
-        clip_low: float = 0.2,
-        clip_high: float = 0.2,
-        dual_clip: float | None = None,
-        max_completion_length: int | None = None,
-        advantage_scale: AdvantageScale = "group",
-        kl_coef: float = 0.0,
-        kl_estimator: KLEstimator = "k3",
-        entropy_coef: float = 0.0,
-        importance_sampling: ImportanceSampling = "none",
-        is_mode: ISMode = "truncate",
-        is_cap: float = 2.0,
-        ppo_epochs: int = 1,
-        minibatches: int = 1,
-        micro_batch_size: int | None = None,
-        temperature: float = 1.0,
-        max_grad_norm: float = 1.0,
-        exclude_infrastructure_failures: bool = True,
+        config: GRPOConfig | None = None,
+        reward_fn: RewardFn | None = None,
     ) -> None:
-        super().__init__(model, tokenizer, lr=lr, weight_decay=weight_decay)
-        errors = []
-        if group_size < 2:
-            errors.append(f"group_size must be >= 2 for group advantages, got {group_size}")
-        if ppo_epochs < 1 or minibatches < 1:
-            errors.append(f"ppo_epochs and minibatches must be >= 1, got {ppo_epochs} and {minibatches}")
-        if micro_batch_size is not None and micro_batch_size < 1:
-            errors.append(f"micro_batch_size must be >= 1 or None, got {micro_batch_size}")
-        if temperature <= 0:
-            errors.append(f"temperature must be > 0 for training log-probs, got {temperature}")
-        if importance_sampling not in get_args(ImportanceSampling):
-            errors.append(f"importance_sampling must be 'none', 'token' or 'sequence', got {importance_sampling!r}")
-        if is_mode not in get_args(ISMode):
-            errors.append(f"is_mode must be 'truncate' or 'mask', got {is_mode!r}")
-        if not is_cap >= 1.0:
-            errors.append(f"is_cap must be >= 1 (on-policy tokens have weight 1), got {is_cap}")
-        if dual_clip is not None and not dual_clip > 1.0:
-            errors.append(f"dual_clip must be > 1 or None, got {dual_clip}")
-        if errors:
-            raise ValueError("invalid GRPOModule arguments: " + "; ".join(errors))
+        config = config or GRPOConfig()
+        super().__init__(model, tokenizer, lr=config.lr, weight_decay=config.weight_decay)
         self.automatic_optimization = False
-        self.reward_fn = reward_fn
-        self.group_size = group_size
-        self.loss_type: LossType = loss_type
-        self.clip_low = clip_low
-        self.clip_high = clip_high
-        self.dual_clip = dual_clip
-        self.max_completion_length = max_completion_length
-        self.advantage_scale: AdvantageScale = advantage_scale
-        self.kl_coef = kl_coef
-        self.kl_estimator: KLEstimator = kl_estimator
-        self.entropy_coef = entropy_coef
-        self.importance_sampling: ImportanceSampling = importance_sampling
-        self.is_mode: ISMode = is_mode
-        self.is_cap = is_cap
-        self.ppo_epochs = ppo_epochs
-        self.minibatches = minibatches
-        self.micro_batch_size = micro_batch_size
-        self.temperature = temperature
-        self.max_grad_norm = max_grad_norm
-        self.exclude_infrastructure_failures = exclude_infrastructure_failures
+        self.config = config
+        self.reward_fn = reward_fn or resolve_reward(config.reward)
         #: Frozen copy of the initial policy for the KL term; stays ``None`` for peft policies (adapters disabled).
         self.reference: PreTrainedModel | None = None
-        self._rollouts: list[Trajectory] | None = None
-        #: The last scored rollouts, for callbacks (token efficiency, logging).
-        self.last_rollouts: list[Trajectory] = []
-        self.last_rewards: torch.Tensor = torch.zeros(0)
 
-    # -- hooks -----------------------------------------------------------------------------------------------------
+    @property
+    @override
+    def samples_per_prompt(self) -> int:
+        return self.config.group_size
+
     @override
     def setup(self, stage: str) -> None:
-        from lightning_cort.callbacks.rollout import RolloutCallback
-
-        if stage == "fit" and not any(isinstance(cb, RolloutCallback) for cb in self.trainer.callbacks):
-            raise RuntimeError(
-                "GRPOModule needs rollouts: add lightning_cort.callbacks.RolloutCallback (and a SandboxCallback) "
-                "to the Trainer's callbacks"
-            )
-        if self.kl_coef and self.reference is None and not self._reference_is_base_model:
+        super().setup(stage)
+        if self.config.kl_coef and self.reference is None and not self._reference_is_base_model:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-
-    def receive_rollouts(self, trajectories: Sequence[Trajectory]) -> None:
-        """Hand the trajectories of the current step to the module (called by the rollout callback)."""
-        if len(trajectories) % self.group_size:
-            raise ValueError(f"{len(trajectories)} trajectories is not a multiple of group_size={self.group_size}")
-        self._rollouts = list(trajectories)
 
     # -- the RL step -----------------------------------------------------------------------------------------------
     @override
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self._rollouts is None:
-            raise RuntimeError("no rollouts for this step: is RolloutCallback attached to the Trainer?")
-        trajectories, self._rollouts = self._rollouts, None
-        rewards = self.score(trajectories)  # [B]
-        advantages = group_advantages(rewards, self.group_size, scale=self.advantage_scale)  # [B]
-        data = collate_trajectories(trajectories, self.tokenizer.pad_token_id).to(self.device)
-        keep = torch.tensor(
-            [not (self.exclude_infrastructure_failures and t.has_infrastructure_failure) for t in trajectories],
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+        if not isinstance(batch, RolloutBatch) or batch.trajectories is None:
+            raise RuntimeError(
+                "GRPOModule trains on RolloutBatch objects filled by RolloutCallback: build the dataloader with "
+                "collate_fn=lightning_cort.rollout.sampler.collate_prompts and add RolloutCallback to the Trainer"
+            )
+        rewards = self.score(batch.trajectories)  # [B]
+        result = grpo_step(
+            self,
+            batch.trajectories,
+            rewards,
+            self.config,
+            self.optimizers(),  # type: ignore[arg-type]
+            temperature=batch.temperature,
+            pad_token_id=self.tokenizer.pad_token_id,
             device=self.device,
+            backward=self.manual_backward,
+            clip_gradients=self._clip,
         )
-        mask = data.loss_mask * keep[:, None]  # [B, T]
-        with torch.no_grad():
-            old_logprobs = self._in_micro_batches(data, lambda mb: self.completion_logprobs(mb, self.temperature))
-            ref_logprobs = self._in_micro_batches(data, self._reference_logprobs) if self.kl_coef else None
-        loss, metrics = self.update(data, advantages.to(self.device), mask, old_logprobs, ref_logprobs)
-        self.last_rollouts, self.last_rewards = trajectories, rewards
-        self._log_step(loss, metrics, rewards, advantages, keep)
-        return loss
+        self._log_step(result, rewards)
+        return {"loss": result.loss, "rewards": rewards, "advantages": result.advantages}
 
     def score(self, trajectories: Sequence[Trajectory]) -> torch.Tensor:
         """Rewards of the trajectories. ``[B]``"""
         return torch.tensor([float(self.reward_fn(t, t.row)) for t in trajectories], dtype=torch.float32)
 
-    def update(
-        self,
-        data: Any,
-        advantages: torch.Tensor,
-        mask: torch.Tensor,
-        old_logprobs: torch.Tensor,
-        ref_logprobs: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``ppo_epochs × minibatches`` optimizer steps on one rollout batch; returns the mean loss and metrics.
-
-        Args:
-            data: The collated rollouts (a :class:`~lightning_cort.trajectory.TrajectoryBatch`); its
-                ``sampling_logprobs`` ``[B, T]`` are used when ``importance_sampling`` is enabled.
-            advantages: ``[B]``.
-            mask: ``[B, T]`` tokens trained on.
-            old_logprobs: ``[B, T]`` log-probs of the policy before the update.
-            ref_logprobs: ``[B, T]`` reference log-probs, or ``None`` without KL.
-
-        Raises:
-            ValueError: When importance sampling is enabled and a trajectory lacks ``sampling_logprobs``.
-        """
-        sampling_logprobs = self._sampling_logprobs(data)  # [B, T] or None
-        opt = self.optimizers()
-        b = len(data)
-        losses, all_metrics = [], []
-        for _ in range(self.ppo_epochs):
-            order = (
-                torch.randperm(b, device=self.device) if self.minibatches > 1 else torch.arange(b, device=self.device)
-            )
-            for idx in order.chunk(self.minibatches):
-                opt.zero_grad()
-                step_loss = torch.zeros((), device=self.device)
-                step_metrics: dict[str, torch.Tensor] = {}
-                tokens = mask[idx].sum().float().clamp(min=1.0)  # the minibatch's trained tokens (dapo's normalizer)
-                micro = idx.split(self.micro_batch_size) if self.micro_batch_size else (idx,)
-                for part in micro:
-                    share = len(part) / len(idx)
-                    loss, metrics = self._micro_loss(
-                        data, part, advantages, mask, old_logprobs, ref_logprobs, sampling_logprobs, tokens
-                    )
-                    if self.loss_type in ("grpo", "bnpo", "dr_grpo"):
-                        loss = loss * (share if self.loss_type != "bnpo" else 1.0 / len(micro))
-                    self.manual_backward(loss)
-                    step_loss += loss.detach()
-                    for k, v in metrics.items():
-                        step_metrics[k] = step_metrics.get(k, 0.0) + v.detach() * share
-                if self.max_grad_norm:
-                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-                opt.step()
-                losses.append(step_loss)
-                all_metrics.append(step_metrics)
-        mean = {k: torch.stack([m[k] for m in all_metrics]).mean() for k in all_metrics[0]}
-        return torch.stack(losses).mean(), mean
-
-    def _micro_loss(
-        self,
-        data: Any,
-        idx: torch.Tensor,
-        advantages: torch.Tensor,
-        mask: torch.Tensor,
-        old_logprobs: torch.Tensor,
-        ref_logprobs: torch.Tensor | None,
-        sampling_logprobs: torch.Tensor | None,
-        tokens: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss of rows ``idx`` (a micro-batch); ``dapo`` divides by the minibatch's ``tokens``."""
-        mb = data.select(idx)
-        entropy = None
-        if self.entropy_coef:
-            logprobs, entropy = self.completion_logprobs_and_entropy(mb, self.temperature)  # [b, T] each
-        else:
-            logprobs = self.completion_logprobs(mb, self.temperature)  # [b, T]
-        return policy_loss(
-            logprobs,
-            old_logprobs[idx],
-            advantages[idx],
-            mask[idx],
-            loss_type=self.loss_type,
-            clip_low=self.clip_low,
-            clip_high=self.clip_high,
-            dual_clip=self.dual_clip,
-            max_completion_length=self.max_completion_length,
-            normalizer=tokens if self.loss_type == "dapo" else None,
-            ref_logprobs=None if ref_logprobs is None else ref_logprobs[idx],
-            kl_coef=self.kl_coef,
-            kl_estimator=self.kl_estimator,
-            entropy=entropy,
-            entropy_coef=self.entropy_coef,
-            sampling_logprobs=None if sampling_logprobs is None else sampling_logprobs[idx],
-            is_level="sequence" if self.importance_sampling == "sequence" else "token",
-            is_mode=self.is_mode,
-            is_cap=self.is_cap,
-        )
-
-    def _in_micro_batches(self, data: Any, fn: Any) -> torch.Tensor:
-        """``fn`` (``[b, T]`` log-probs of a batch) over ``data`` in micro-batches, concatenated. ``[B, T]``"""
-        if not self.micro_batch_size or len(data) <= self.micro_batch_size:
-            return fn(data)
-        rows = torch.arange(len(data), device=self.device)
-        return torch.cat([fn(data.select(part)) for part in rows.split(self.micro_batch_size)])
+    def reference_logprobs(self, batch: TrajectoryBatch, temperature: float) -> torch.Tensor:
+        """Log-probs of the completion tokens under the reference policy. ``[B, T]``"""
+        if self.reference is None:
+            if self._reference_is_base_model:
+                with self.model.disable_adapter():
+                    return self.completion_logprobs(batch, temperature)  # type: ignore[return-value]
+            raise RuntimeError("kl_coef is set but there is no reference policy: call setup('fit') first")
+        policy, self.model = self.model, self.reference
+        try:
+            return self.completion_logprobs(batch, temperature)  # type: ignore[return-value]
+        finally:
+            self.model = policy
 
     @property
     def _reference_is_base_model(self) -> bool:
         """Whether the reference is the policy with its (peft) adapters disabled, so no copy is needed."""
-        return hasattr(self.model, "disable_adapter")
+        from lightning_cort.models.policy import is_peft_model
 
-    def _reference_logprobs(self, data: Any) -> torch.Tensor | None:
-        """Log-probs of the completion tokens under the reference policy. ``[B, T]``, or ``None`` without KL."""
-        if not self.kl_coef:
-            return None
-        if self.reference is None:
-            if self._reference_is_base_model:
-                with self.model.disable_adapter():
-                    return self.completion_logprobs(data, self.temperature)  # type: ignore[return-value]
-            raise RuntimeError("kl_coef is set but there is no reference policy: call setup('fit') first")
-        policy, self.model = self.model, self.reference
-        try:
-            return self.completion_logprobs(data, self.temperature)
-        finally:
-            self.model = policy
+        return is_peft_model(self.model)
 
-    def _sampling_logprobs(self, data: Any) -> torch.Tensor | None:
-        """The sampler's log-probs ``[B, T]`` when importance sampling is enabled."""
-        if self.importance_sampling == "none":
-            return None
-        if data.sampling_logprobs is None:
-            raise ValueError(
-                f"importance_sampling={self.importance_sampling!r} needs the sampler's log-probs, but at least one "
-                "trajectory has sampling_logprobs=None: sample with SamplingConfig(logprobs=True), or set "
-                "importance_sampling='none'"
-            )
-        return data.sampling_logprobs.to(self.device)
+    def _clip(self, norm: float) -> None:
+        self.clip_gradients(self.optimizers(), gradient_clip_val=norm, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
 
-    def _log_step(
-        self,
-        loss: torch.Tensor,
-        metrics: dict[str, torch.Tensor],
-        rewards: torch.Tensor,
-        advantages: torch.Tensor,
-        keep: torch.Tensor,
-    ) -> None:
+    def _log_step(self, result: StepResult, rewards: torch.Tensor) -> None:
         b = rewards.numel()
-        grouped = rewards.view(-1, self.group_size)
-        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        grouped = rewards.view(-1, self.config.group_size)
+        self.log("train/loss", result.loss, prog_bar=True, batch_size=b)
         self.log("train/reward", rewards.mean(), prog_bar=True, batch_size=b)
         self.log("train/reward_std", rewards.std() if b > 1 else torch.tensor(0.0), batch_size=b)
         self.log("train/zero_advantage_groups", (grouped.std(dim=1) == 0).float().mean(), batch_size=b)
-        self.log("train/excluded", 1.0 - keep.float().mean(), batch_size=b)
-        for k, v in metrics.items():
+        self.log("train/excluded", 1.0 - result.kept.float().mean(), batch_size=b)
+        for k, v in result.metrics.items():
             self.log(f"train/{k}", v, batch_size=b)

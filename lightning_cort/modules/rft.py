@@ -14,23 +14,23 @@ from typing_extensions import override
 
 from lightning_cort.data import ListDataset
 from lightning_cort.filters import TrajectoryFilter, code_decision_weights, correct, select_trajectories
+from lightning_cort.modules.base import RolloutModule
 from lightning_cort.modules.sft import SFTModule
-from lightning_cort.rewards.functions import is_correct
 from lightning_cort.trajectory import Trajectory, TrajectoryBatch, collate_trajectories
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from lightning_cort.rollout.backends.base import SamplingConfig
-    from lightning_cort.rollout.engine import RolloutEngine
 
 
-class RFTModule(SFTModule):
+class RFTModule(SFTModule, RolloutModule):
     """Rejection fine-tuning: every training epoch is one round of *sample → filter → train*.
 
     At the start of each round (when Lightning builds the epoch's dataloader) the module samples
-    ``samples_per_prompt`` trajectories per prompt with the current policy through the rollout engine (attach a
-    :class:`~lightning_cort.callbacks.RolloutCallback` and a :class:`~lightning_cort.callbacks.SandboxCallback`),
+    ``samples_per_prompt`` trajectories per prompt with the current policy through the sampler that
+    :class:`~lightning_cort.callbacks.RolloutCallback` connects (with a
+    :class:`~lightning_cort.callbacks.SandboxCallback`),
     keeps those passing every filter (by default: correct answer; CoRT adds no delayed computation and no result
     distrust, see :data:`lightning_cort.filters.CORT_FILTERS`), at most ``per_prompt`` per prompt (shortest first
     when ``shortest``), and trains on them with the SFT loss, interpreter output masked. One round is a classic
@@ -111,7 +111,7 @@ class RFTModule(SFTModule):
         if errors:
             raise ValueError("invalid RFTModule arguments: " + "; ".join(errors))
         self.prompts = rows
-        self.samples_per_prompt = samples_per_prompt
+        self._samples_per_prompt = samples_per_prompt
         self.filters = tuple(filters)
         self.per_prompt = per_prompt
         self.shortest = shortest
@@ -121,16 +121,20 @@ class RFTModule(SFTModule):
         self.sampling = sampling
         self.seed = seed
         self.allow_empty_rounds = allow_empty_rounds
-        #: Set by :class:`~lightning_cort.callbacks.RolloutCallback` when the fit starts.
-        self.rollout_engine: RolloutEngine | None = None
         #: Statistics of each round: sampled, kept, prompts_with_data, accuracy.
         self.rounds: list[dict[str, float]] = []
         #: The kept trajectories of the current round (on this rank, after gathering).
         self.kept: list[Trajectory] = []
         self._previous: list[tuple[Trajectory, float]] = []
 
+    @property
+    @override
+    def samples_per_prompt(self) -> int:
+        return self._samples_per_prompt
+
     @override
     def setup(self, stage: str) -> None:
+        RolloutModule.setup(self, stage)
         if stage != "fit":
             return
         trainer = self.trainer
@@ -144,32 +148,23 @@ class RFTModule(SFTModule):
     def sample_round(self) -> list[tuple[Trajectory, float]]:
         """Sample, filter and weight one round on this rank's share of the prompts; returns ``(trajectory,
         weight)`` pairs gathered from every rank."""
-        if self.rollout_engine is None:
+        if self.rollout_sampler is None:
             raise RuntimeError(
-                "RFTModule samples through the rollout engine: add lightning_cort.callbacks.RolloutCallback and "
+                "RFTModule samples through the rollout sampler: add lightning_cort.callbacks.RolloutCallback and "
                 "SandboxCallback to the Trainer's callbacks"
             )
         rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
         rows = self.prompts[rank::world]
-        engine = self.rollout_engine
-        engine.policy_version = self.trainer.global_step
-        backend = engine.backend
-        if hasattr(backend, "sync_weights") and backend.policy_version != engine.policy_version:
-            backend.sync_weights(self.model, engine.policy_version)  # e.g. vLLM: this round samples the new weights
-        was_training = self.training
-        self.eval()
-        try:
-            prompts = engine.encode_prompts([r["prompt"] for r in rows])
-            samples = engine.generate(prompts, rows, n=self.samples_per_prompt, sampling=self.sampling)
-        finally:
-            self.train(was_training)
+        samples = self.rollout_sampler.sample(
+            self.model, rows, self.samples_per_prompt, self.trainer.global_step, sampling=self.sampling
+        )
         k = self.samples_per_prompt
         groups = [samples[i * k : (i + 1) * k] for i in range(len(rows))]
         kept_groups = select_trajectories(groups, self.filters, per_prompt=self.per_prompt, shortest=self.shortest)
         pairs: list[tuple[Trajectory, float]] = []
         n_correct = 0
         for group, kept in zip(groups, kept_groups):
-            successes = [is_correct(t, t.row) if "answer" in t.row else False for t in group]
+            successes = [self.is_correct(t) if "answer" in t.row else False for t in group]
             n_correct += sum(successes)
             weights = code_decision_weights(group, successes) if self.code_decision_weighting else [1.0] * len(group)
             by_id = {id(t): w for t, w in zip(group, weights)}

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 C = TypeVar("C")
 
 
+class CheckedConfig:
+    """A recipe config with checks across its sections, which :func:`parse_config` runs before returning it (so
+    they fail at start, as one line, before anything loads)."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option and the fix when sections do not fit together."""
+
+
 @dataclass
 class ModelConfig:
     """The policy: a tiny Qwen2 built from this config and a locally trained tokenizer.
@@ -110,8 +118,13 @@ def parse_config(config_cls: type[C], args: list[str] | None, prog: str, descrip
     _suggest_unknown(parser, config_cls, argv)
     ns = parser.parse_args(argv)
     ns.pop("config", None)
-    init = parser.instantiate_classes(ns)
-    config = _to_dataclass(config_cls, init.as_dict() if hasattr(init, "as_dict") else dict(init))
+    try:
+        init = parser.instantiate_classes(ns)
+        config = _to_dataclass(config_cls, init.as_dict() if hasattr(init, "as_dict") else dict(init))
+        if isinstance(config, CheckedConfig):
+            config.validate()
+    except ValueError as exc:  # a section's own checks (__post_init__): one line naming the option
+        parser.error(str(exc))
     from lightning_cort._console import quiet_libraries
 
     quiet_libraries(bool(getattr(config, "verbose", False)))
@@ -206,7 +219,10 @@ def _to_dataclass(cls: type[C], values: Any) -> C:
             continue
         v = values[f.name]
         sub = _resolve_dataclass(cls, f.name)
-        kwargs[f.name] = _to_dataclass(sub, v) if sub is not None and isinstance(v, dict) else v
+        try:
+            kwargs[f.name] = _to_dataclass(sub, v) if sub is not None and isinstance(v, dict) else v
+        except ValueError as exc:
+            raise ValueError(f"{f.name}: {exc}") from None
     return cls(**kwargs)
 
 

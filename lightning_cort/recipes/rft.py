@@ -75,6 +75,12 @@ class RFTConfig(RecipeConfig):
 
     rft: RFTOptions = field(default_factory=RFTOptions)
 
+    def validate(self) -> None:
+        """The rollout backend must be able to serve the policy on this strategy."""
+        from lightning_cort.recipes._config import check_rollout_backend
+
+        check_rollout_backend(self.model, self.rollout, self.trainer)
+
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
     """Run the recipe; returns the summary (also written to ``<run_dir>/summary.json``).
@@ -116,7 +122,6 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
     from lightning_cort.recipes._config import (
         build_policy,
         build_strategy,
-        check_rollout_backend,
         engine_config,
         interpreter_callbacks,
         load_problem_rows,
@@ -124,7 +129,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
     )
     from lightning_cort.tasks.calculator import CalculatorTask
 
-    check_rollout_backend(cfg.model, cfg.rollout, cfg.trainer)
+    cfg.validate()  # parse_config ran it already; a config built in code gets the same checks
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     model, tokenizer, info = build_policy(

@@ -14,60 +14,12 @@ Examples:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.recipes._common import parse_config
 from lightning_cort.recipes._config import RecipeConfig
-
-
-@dataclass
-class GRPOConfig:
-    """GRPO settings.
-
-    Attributes:
-        steps: RL steps (one rollout batch and its updates each).
-        prompts_per_step: Prompts per step (per process under DDP/FSDP2); each gets ``group_size`` trajectories.
-        group_size: Trajectories per prompt.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        loss_type: Loss aggregation.
-        clip_low: PPO ε below 1.
-        clip_high: PPO ε above 1 (clip-higher when larger than ``clip_low``).
-        dual_clip: Dual-clip constant ``c > 1`` for negative advantages, or empty.
-        advantage_scale: Divide by the ``group`` std (GRPO), the ``batch`` std, or ``none`` (Dr. GRPO).
-        kl_coef: β of the KL penalty against the initial policy (0: no reference model).
-        kl_estimator: ``k1``, ``k2`` or ``k3``.
-        entropy_coef: Entropy bonus weight.
-        temperature: Sampling temperature during training (log-probs use the same).
-        top_p: Nucleus sampling mass during training.
-        ppo_epochs: Passes over each rollout batch.
-        minibatches: Optimizer steps per pass.
-        micro_batch_size: Trajectories per forward/backward pass (gradient accumulation; empty: a whole minibatch).
-        max_grad_norm: Gradient clipping (0: off).
-        reward: ``correctness`` (1/0), ``cort`` (1/0 with −0.1 when no code output succeeded) or ``retool`` (±1).
-    """
-
-    steps: int = 40
-    prompts_per_step: int = 8
-    group_size: int = 8
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    loss_type: Literal["grpo", "dapo", "bnpo", "dr_grpo"] = "dapo"
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    dual_clip: float | None = None
-    advantage_scale: Literal["group", "batch", "none"] = "group"
-    kl_coef: float = 0.0
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    entropy_coef: float = 0.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    ppo_epochs: int = 1
-    minibatches: int = 2
-    micro_batch_size: int | None = None
-    max_grad_norm: float = 1.0
-    reward: Literal["correctness", "cort", "retool"] = "cort"
 
 
 @dataclass
@@ -79,6 +31,15 @@ class RLConfig(RecipeConfig):
     """
 
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+
+    def validate(self) -> None:
+        """A backend that can serve the policy, sampling GRPO can train on, and a reward that resolves."""
+        from lightning_cort.modules.grpo import resolve_reward
+        from lightning_cort.recipes._config import check_rollout_backend, check_sampling
+
+        check_rollout_backend(self.model, self.rollout, self.trainer)
+        check_sampling(self.rollout, self.grpo)
+        resolve_reward(self.grpo.reward)
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -95,7 +56,7 @@ def rollout_config(cfg: RLConfig) -> Any:
     """The engine's limits and training-time sampling."""
     from lightning_cort.recipes._config import engine_config
 
-    return engine_config(cfg.rollout, cfg.grpo.temperature, cfg.grpo.top_p)
+    return engine_config(cfg.rollout)
 
 
 def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
@@ -132,51 +93,31 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
     """
     from lightning_cort.callbacks import TokenEfficiencyCallback
     from lightning_cort.formats import get_format
-    from lightning_cort.modules.grpo import GRPOModule
+    from lightning_cort.modules.grpo import GRPOModule, resolve_reward
     from lightning_cort.recipes._config import (
         build_policy,
         build_strategy,
-        check_rollout_backend,
         interpreter_callbacks,
         load_problem_rows,
         train_offset,
     )
-    from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
     from lightning_cort.tasks.calculator import CalculatorTask
 
-    check_rollout_backend(cfg.model, cfg.rollout, cfg.trainer)
+    cfg.validate()  # parse_config ran it already; a config built in code gets the same checks
+    reward_fn = resolve_reward(cfg.grpo.reward)
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     model, tokenizer, info = build_policy(
         cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
         progress=cfg.progress, meta=meta,
     )  # fmt: skip
-    rewards = {"cort": cort_reward, "correctness": correctness_reward, "retool": retool_reward}
     g = cfg.grpo
-    module = GRPOModule(
-        model,
-        tokenizer,
-        reward_fn=rewards[g.reward],
-        group_size=g.group_size,
-        lr=g.lr,
-        weight_decay=g.weight_decay,
-        loss_type=g.loss_type,
-        clip_low=g.clip_low,
-        clip_high=g.clip_high,
-        dual_clip=g.dual_clip,
-        max_completion_length=cfg.rollout.max_total_tokens if g.loss_type == "dr_grpo" else None,
-        advantage_scale=g.advantage_scale,
-        kl_coef=g.kl_coef,
-        kl_estimator=g.kl_estimator,
-        entropy_coef=g.entropy_coef,
-        ppo_epochs=g.ppo_epochs,
-        minibatches=g.minibatches,
-        micro_batch_size=g.micro_batch_size,
-        temperature=g.temperature,
-        max_grad_norm=g.max_grad_norm,
-    )
+    if g.loss_type == "dr_grpo" and g.max_completion_length is None:
+        g = replace(g, max_completion_length=cfg.rollout.max_total_tokens)  # Dr. GRPO's constant: the budget
+    module = GRPOModule(model, tokenizer, g, reward_fn=reward_fn)
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
-    callbacks = [*interpreter_callbacks(cfg.rollout, fmt, rollout_config(cfg), cfg.seed), TokenEfficiencyCallback()]
+    efficiency = TokenEfficiencyCallback()
+    callbacks = [*interpreter_callbacks(cfg.rollout, fmt, rollout_config(cfg), cfg.seed), efficiency]
     # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.
     rows = (
         []
@@ -191,6 +132,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
         "info": info,
         "module": module,
         "callbacks": callbacks,
+        "efficiency": efficiency,
         "strategy": build_strategy(cfg.trainer),
         "rows": rows,
     }
@@ -200,9 +142,10 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
     import torch
 
-    from lightning_cort.data import ListDataset, collate_rows
+    from lightning_cort.data import ListDataset
     from lightning_cort.recipes._config import build_trainer, resume_path
     from lightning_cort.recipes._steps import begin, evaluate_before, finish, plot_training_curves, print_summary
+    from lightning_cort.rollout.sampler import collate_prompts
 
     started = time.perf_counter()
     run_dir, dry = begin(cfg, "rl", plan)
@@ -214,7 +157,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     held_out, before = evaluate_before(cfg, parts, rollout_cfg)
 
     g = cfg.grpo
-    efficiency = parts["callbacks"][-1]
+    efficiency = parts["efficiency"]
     trainer = build_trainer(
         cfg.trainer,
         run_dir,
@@ -225,7 +168,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         max_steps=g.steps * g.ppo_epochs * g.minibatches,
     )
     loader = torch.utils.data.DataLoader(
-        ListDataset(parts["rows"]), batch_size=g.prompts_per_step, shuffle=False, collate_fn=collate_rows
+        ListDataset(parts["rows"]), batch_size=g.prompts_per_step, shuffle=False, collate_fn=collate_prompts
     )
     t0 = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=resume_path(cfg.trainer, run_dir))

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_cort.recipes._common import TaskConfig, WarmupConfig, make_run_dir, parse_config, save_config
+from lightning_cort.recipes._common import (
+    CheckedConfig,
+    TaskConfig,
+    WarmupConfig,
+    make_run_dir,
+    parse_config,
+    save_config,
+)
 from lightning_cort.recipes._config import PolicyConfig, RolloutOptions
 
 
@@ -74,7 +81,7 @@ class SynthOptions:
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(CheckedConfig):
     """Configuration of the synthesis recipe.
 
     Attributes:
@@ -103,6 +110,12 @@ class SynthConfig:
     warmup: WarmupConfig = field(default_factory=lambda: WarmupConfig(style="hint"))
     synth: SynthOptions = field(default_factory=SynthOptions)
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
+
+    def validate(self) -> None:
+        """The rollout backend must be able to serve the teacher."""
+        from lightning_cort.recipes._config import check_rollout_backend
+
+        check_rollout_backend(self.teacher, self.rollout)
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -141,10 +154,10 @@ def build_detector(opts: SynthOptions, fmt: Any) -> Any:
 def build(cfg: SynthConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
     """Build the detector, the input traces and (unless ``meta``) the teacher."""
     from lightning_cort.formats import get_format
-    from lightning_cort.recipes._config import build_policy, check_rollout_backend
+    from lightning_cort.recipes._config import build_policy
     from lightning_cort.tasks.calculator import CalculatorTask
 
-    check_rollout_backend(cfg.teacher, cfg.rollout)
+    cfg.validate()  # parse_config ran it already; a config built in code gets the same checks
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     detector = build_detector(cfg.synth, fmt)

@@ -46,10 +46,13 @@ def main() -> None:
     os.environ["LIGHTNING_CORT_CACHE"] = cache
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    from lightning_cort.callbacks import RolloutCallback
+    from lightning_cort.callbacks import RolloutCallback, SandboxCallback
     from lightning_cort.formats import CoRTFormat
     from lightning_cort.models.tiny import tiny_qwen2, tiny_tokenizer
     from lightning_cort.modules import GRPOModule
+    from lightning_cort.modules.grpo import GRPOConfig
+    from lightning_cort.rewards import correctness_reward
+    from lightning_cort.rollout.sampler import collate_prompts
 
     L.seed_everything(0, verbose=False)
     tokenizer = tiny_tokenizer()
@@ -60,16 +63,19 @@ def main() -> None:
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, initial)
 
     class FixedRollouts(RolloutCallback):
-        """Hands each rank its share of the fixed rollouts (whole groups) instead of sampling."""
+        """Fills each rank's batch with its share of the fixed rollouts (whole groups) instead of sampling."""
+
+        def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+            pl_module.connect_rollouts(self.sampler)  # never started: nothing is sampled
 
         def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             pass
 
         def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            step = trainer.global_step // pl_module.ppo_epochs  # not batch_idx: the distributed sampler pads/wraps
+            step = trainer.global_step // pl_module.config.ppo_epochs  # not batch_idx: the sampler pads/wraps
             share = len(data[step]) // trainer.world_size
             rank = trainer.global_rank
-            pl_module.receive_rollouts(data[step][rank * share : (rank + 1) * share])
+            batch.trajectories = data[step][rank * share : (rank + 1) * share]
 
     class Curve(L.Callback):
         def __init__(self) -> None:
@@ -83,16 +89,10 @@ def main() -> None:
                 loss /= trainer.world_size
             self.losses.append(loss.item())
 
-    module = GRPOModule(
-        model,
-        tokenizer,
-        group_size=GROUP,
-        lr=5e-3,
-        loss_type="grpo",
-        kl_coef=0.05,
-        ppo_epochs=2,
-        max_grad_norm=0.0,
+    config = GRPOConfig(
+        group_size=GROUP, lr=5e-3, loss_type="grpo", kl_coef=0.05, ppo_epochs=2, minibatches=1, max_grad_norm=0.0
     )
+    module = GRPOModule(model, tokenizer, config, reward_fn=correctness_reward)
     curve = Curve()
     strategy: Any = {
         "single": "auto",
@@ -108,10 +108,10 @@ def main() -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[FixedRollouts(CoRTFormat()), curve],
+        callbacks=[FixedRollouts(CoRTFormat(), sandbox=SandboxCallback()), curve],
     )
     rows = [{"prompt": "unused"}] * STEPS
-    loader = torch.utils.data.DataLoader(rows, batch_size=1, collate_fn=list)
+    loader = torch.utils.data.DataLoader(rows, batch_size=1, collate_fn=collate_prompts)
     trainer.fit(module, loader)
     from lightning_cort.models.policy import export_policy
 
