@@ -251,6 +251,9 @@ class ResumableDataLoader(DataLoader):
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, seed: int = 0, **kwargs: Any) -> None:
         if "sampler" not in kwargs and "batch_sampler" not in kwargs:
             kwargs["sampler"] = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+        # A DataLoader draws a base seed each time it is iterated, from the global generator unless it has its own;
+        # its own keeps a resumed run's global random streams (restored from the checkpoint) untouched.
+        kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
         super().__init__(dataset, batch_size=batch_size, **kwargs)
         self.shuffle = shuffle  # kept so Lightning can re-create the loader with a distributed sampler
         self.seed = seed

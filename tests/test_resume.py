@@ -98,3 +98,50 @@ def test_length_grouped_sampler_pads_less_and_is_reproducible():
     assert list(grouped) != order
     loader = ResumableDataLoader(list(range(240)), batch_size=8, sampler=LengthGroupedSampler(lengths, 8, seed=2))
     assert sorted(int(i) for b in loader for i in b) == list(range(240))
+
+
+GRPO_SCRIPT = Path(__file__).parent / "scripts" / "grpo_resume.py"
+
+
+def _grpo(run_dir: Path, cache: Path, *flags: str) -> int:
+    run_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(GRPO_SCRIPT), str(run_dir), str(cache), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+    return proc.returncode
+
+
+def _steps(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_grpo_run_resumes_exactly(tmp_path, _cache_dir):
+    """The RL recipe SIGKILLed after a checkpoint and resumed with ``--trainer.resume last`` continues with the same
+    prompts, samples the same completions (restored random streams), and its rewards, losses and final weights equal
+    an uninterrupted run's."""
+    assert _grpo(tmp_path / "ref", _cache_dir) == 0
+    # Killed after RL step 3 (optimizer step 6), before that step's checkpoint: the last one is after step 2.
+    assert _grpo(tmp_path / "run", _cache_dir, "--kill-after", "6") == -signal.SIGKILL
+    first = _steps(tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4 and len(first) == 3  # step 3 ran, and is redone after the restart
+    assert _grpo(tmp_path / "run", _cache_dir, "--resume") == 0
+    resumed = _steps(tmp_path / "run")[len(first) :]
+    reference = _steps(tmp_path / "ref")
+    assert len(reference) == 4 and [s["step"] for s in resumed] == [6, 8]
+    for ours, theirs in zip(first[:2] + resumed, reference):
+        assert ours["prompts"] == theirs["prompts"]  # the next prompts, not the epoch's first ones again
+        assert ours["completions"] == theirs["completions"]  # the same samples: random streams restored
+        assert ours["rewards"] == theirs["rewards"]
+        assert abs(ours["loss"] - theirs["loss"]) < 1e-5
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    ref_final = json.loads((tmp_path / "ref" / "final.json").read_text())
+    assert final.keys() == ref_final.keys()
+    for name, value in ref_final.items():
+        assert abs(final[name] - value) <= 1e-4 * max(1.0, abs(value)), name

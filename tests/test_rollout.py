@@ -736,3 +736,44 @@ def test_retool_output_starts_on_its_own_line_as_in_the_traces(tokenizer, sandbo
     assert t.tool_calls[0].rendered == "\n<interpreter>\n42\n</interpreter>\n"
     fmt = ReToolFormat()
     assert fmt.render_call("print(6 * 7)") + fmt.render_output("42") in t.completion_text  # the trace's shape
+
+
+class _JitterySandbox:
+    """A sandbox whose executions take random wall time: trajectories pause and resume in different orders."""
+
+    def __init__(self, inner, seed: int) -> None:
+        import random
+
+        self.inner, self.rng = inner, random.Random(seed)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run_many(self, *args, **kwargs):
+        time.sleep(self.rng.uniform(0.0, 0.05))
+        return self.inner.run_many(*args, **kwargs)
+
+
+def test_sampled_continuous_rollouts_are_reproducible_from_the_seed_whatever_the_sandbox_timing(
+    trained_policy, tokenizer, sandbox
+):
+    """Every sequence of the decode stream samples from its own random stream, seeded from the global one when it
+    joins, so what it samples does not depend on which others share its steps: the same seed gives the same
+    trajectories however long each execution takes (what exact RL resume rests on)."""
+    config = RolloutConfig(
+        max_calls=2, max_total_tokens=160, schedule="continuous", sampling=SamplingConfig(temperature=1.0)
+    )
+    rows = [
+        {"prompt": build_prompt(p.question), "answer": p.answer} for p in CalculatorTask(seed=5).problems("test", 3)
+    ]
+    runs = []
+    for jitter_seed in (0, 1):
+        engine = RolloutEngine(
+            HFBackend(trained_policy, tokenizer), tokenizer, CoRTFormat(), _JitterySandbox(sandbox, jitter_seed), config
+        )
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = engine.generate(engine.encode_prompts([r["prompt"] for r in rows]), rows, n=4)
+        runs.append([t.completion_ids.tolist() for t in out])
+        assert sum(len(t.tool_calls) for t in out) > 0  # the sandbox did run, with its delays
+    assert runs[0] == runs[1]

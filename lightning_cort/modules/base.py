@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -177,6 +177,37 @@ class RolloutModule(PolicyModule):
         from lightning_cort.rewards.functions import is_correct
 
         return is_correct(trajectory, trajectory.row)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the random streams rollouts draw from, so a resumed run samples what the uninterrupted one would."""
+        import random
+
+        import numpy as np
+
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            # Plain values and tensors only: Lightning loads checkpoints with torch.load(weights_only=True).
+            "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the random streams of :meth:`on_save_checkpoint` (Lightning saves from rank 0 only, so under DDP
+        every rank continues rank 0's streams)."""
+        import random
+
+        import numpy as np
+
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        random.setstate(states["python"])
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.rollout_sampler is None:

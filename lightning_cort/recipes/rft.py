@@ -174,6 +174,8 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
 
 def run(cfg: RFTConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
+    import lightning as L
+
     from lightning_cort.recipes._config import build_trainer, engine_config, resume_path
     from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
 
@@ -197,6 +199,8 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
         reload_dataloaders_every_n_epochs=1,
     )
     t0 = time.perf_counter()
+    # The rounds' random streams start from the seed, whether the warm start was trained here or loaded from cache.
+    L.seed_everything(cfg.seed, verbose=False)
     trainer.fit(module, ckpt_path=resume_path(cfg.trainer, run_dir))
     train_s = time.perf_counter() - t0
 

@@ -140,9 +140,9 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
 
 def run(cfg: RLConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
-    import torch
+    import lightning as L
 
-    from lightning_cort.data import ListDataset
+    from lightning_cort.data import ListDataset, ResumableDataLoader
     from lightning_cort.recipes._config import build_trainer, resume_path
     from lightning_cort.recipes._steps import begin, evaluate_before, finish, plot_training_curves, print_summary
     from lightning_cort.rollout.sampler import collate_prompts
@@ -167,10 +167,11 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         # Under manual optimization the trainer counts optimizer steps: each RL step makes ppo_epochs × minibatches.
         max_steps=g.steps * g.ppo_epochs * g.minibatches,
     )
-    loader = torch.utils.data.DataLoader(
-        ListDataset(parts["rows"]), batch_size=g.prompts_per_step, shuffle=False, collate_fn=collate_prompts
-    )
+    # Resumable: a run restarted from a checkpoint continues with the prompts that come next.
+    loader = ResumableDataLoader(ListDataset(parts["rows"]), batch_size=g.prompts_per_step, collate_fn=collate_prompts)
     t0 = time.perf_counter()
+    # The RL phase's random streams start from the seed, whether the warm start was trained here or loaded from cache.
+    L.seed_everything(cfg.seed, verbose=False)
     trainer.fit(module, loader, ckpt_path=resume_path(cfg.trainer, run_dir))
     rl_s = time.perf_counter() - t0
 

@@ -155,6 +155,7 @@ class _Sequence:
     max_new: int = 0
     stops: tuple[str, ...] = ()
     last_chars: frozenset[str] = frozenset()
+    generator: torch.Generator | None = None  # this sequence's own random stream (sampling, not greedy)
 
 
 class HFDecodeStream:
@@ -224,6 +225,12 @@ class HFDecodeStream:
         handle = self._next_handle
         self._next_handle += 1
         seq = _Sequence(handle, list(prompt_ids))
+        if not self.sampling.greedy:
+            # Its own random stream, seeded from the global one when it joins: what a sequence samples does not
+            # depend on which others share its steps (they come and go as their code runs), so a rollout is
+            # reproducible from the global seed however long the sandbox takes.
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+            seq.generator = torch.Generator().manual_seed(seed)
         free = next((r for r, q in enumerate(self._rows) if q is None), None)
         if free is None:
             free = len(self._rows)
@@ -286,7 +293,11 @@ class HFDecodeStream:
         self.steps += 1
         ended: list[tuple[int, GenerationOutput]] = []
         for group, logits in sampled:
-            tokens, logprobs = _sample(logits.float(), self.sampling)
+            uniforms = None
+            if not self.sampling.greedy:
+                draws = [torch.rand(1, generator=q.generator) for _, q in group]
+                uniforms = torch.stack(draws).to(logits.device)  # [rows, 1]
+            tokens, logprobs = _sample(logits.float(), self.sampling, uniforms)
             tokens_list = tokens.tolist()
             lp_list = logprobs.tolist() if logprobs is not None else None
             for k, (_, q) in enumerate(group):
@@ -533,9 +544,12 @@ def _length_groups(feed: list[tuple[int, _Sequence]]) -> list[list[tuple[int, _S
     return groups
 
 
-def _sample(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _sample(
+    logits: torch.Tensor, sampling: SamplingConfig, uniforms: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample one token per row of ``logits`` ``[rows, vocab]`` as ``generate`` does; log-probabilities under
-    ``logits / temperature`` (unfiltered) when ``sampling.logprobs``."""
+    ``logits / temperature`` (unfiltered) when ``sampling.logprobs``. ``uniforms`` ``[rows, 1]`` in ``[0, 1)`` are the
+    rows' random draws (default: from the global generator)."""
     if sampling.greedy:
         tokens = logits.argmax(dim=-1)
         scaled = logits
@@ -554,7 +568,9 @@ def _sample(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tenso
         # Inverse-CDF sampling: the same distribution as torch.multinomial, whose CPU kernel took 37 ms per step for
         # 16 rows of Qwen2's 151,936 tokens (a cumulative sum and a binary search take well under 10 ms).
         cdf = torch.softmax(filtered.float(), dim=-1).cumsum(dim=-1)
-        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        if uniforms is None:
+            uniforms = torch.rand(cdf.shape[0], 1, device=cdf.device)
+        u = uniforms * cdf[:, -1:]
         tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     if not sampling.logprobs:
         return tokens, None
