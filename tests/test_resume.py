@@ -17,14 +17,15 @@ from lightning_cort.data import EpochSampler, ResumableDataLoader
 SCRIPT = Path(__file__).parent / "scripts" / "sft_resume.py"
 
 
-def _run(run_dir: Path, cache: Path, *flags: str) -> int:
+def _run(run_dir: Path, cache: Path, *flags: str, script: Path = SCRIPT) -> int:
+    """Run ``script`` on ``run_dir``; its exit code (0, or -SIGKILL when it killed itself)."""
     run_dir.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(run_dir), str(cache), *flags],
+        [sys.executable, str(script), str(run_dir), str(cache), *flags],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         env=env,
     )
     assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
@@ -104,17 +105,7 @@ GRPO_SCRIPT = Path(__file__).parent / "scripts" / "grpo_resume.py"
 
 
 def _grpo(run_dir: Path, cache: Path, *flags: str) -> int:
-    run_dir.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(GRPO_SCRIPT), str(run_dir), str(cache), *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
-    return proc.returncode
+    return _run(run_dir, cache, *flags, script=GRPO_SCRIPT)
 
 
 def _steps(run_dir: Path) -> list[dict]:

@@ -14,7 +14,7 @@ def test_ok_and_error(sandbox):
     r = sandbox.run("print('partial')\n1 / 0")
     assert r.status == "error" and r.error.name == "ZeroDivisionError"
     assert r.error.traceback.startswith("Traceback (most recent call last):")
-    assert "_runner" not in r.error.traceback  # the sandbox's own frames are hidden
+    assert "lightning_cort" not in r.error.traceback  # the sandbox's own frames are hidden
     assert r.error.traceback.endswith("ZeroDivisionError: division by zero")
 
 

@@ -88,10 +88,6 @@ np.linalg.solve(np.eye(2), np.ones(2)); np.linalg.eig(np.eye(2))
 """
 
 
-def _error(name: str, value: str) -> ExecutionResult:
-    return ExecutionResult("sandbox_error", error=ExecutionError(name, value))
-
-
 class LocalSandbox:
     """Executes Python snippets in forked, isolated children of a preloaded server process.
 
