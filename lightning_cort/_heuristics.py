@@ -25,7 +25,7 @@ DISTRUST = re.compile(
     r"the code (?:might|may|could) (?:be wrong|have an error|have a bug)|but wait)",
     re.IGNORECASE,
 )
-# The first line of what a failed execution shows (see lightning_cort.formats.result_text): a traceback, a syntax
+# The first line of what a failed execution shows (see lightning_cort.sandbox.base.result_text): a traceback, a syntax
 # error's location, CoRT's timeout and infrastructure messages, or a bare "SystemExit: 3".
 _FAILED_OUTPUT = re.compile(
     r"Traceback \(most recent call last\)|Timeout Error|Execution Error|MemoryError|  File \"|"

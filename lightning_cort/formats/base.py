@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from lightning_cort.sandbox.base import result_text
+
 if TYPE_CHECKING:
     from lightning_cort.sandbox.base import ExecutionResult
+
+__all__ = ["Block", "BlockKind", "CodeCall", "CodeFormat", "middle_truncate", "result_text"]
 
 BlockKind = Literal["text", "code", "output"]
 
@@ -41,24 +45,6 @@ def middle_truncate(text: str, max_chars: int) -> str:
         return text
     half = max_chars // 2
     return text[:half] + "..." + text[len(text) - half :]
-
-
-def result_text(result: ExecutionResult) -> str:
-    """What a CoRT-style interpreter shows for an execution: stdout when the code succeeded, otherwise the error report.
-
-    Like CoRT's executor, the stdout of a failed execution is dropped in favour of its traceback; a timeout reads
-    ``Timeout Error``; infrastructure failures read ``Execution Error: ...``.
-    """
-    if result.status == "ok":
-        return result.stdout
-    if result.status == "timeout":
-        return "Timeout Error"
-    if result.status == "error" and result.error is not None:
-        return result.error.traceback or f"{result.error.name}: {result.error.value}"
-    if result.status == "oom":
-        return "MemoryError"
-    detail = result.error.value if result.error is not None else f"exit code {result.exit_code}"
-    return f"Execution Error: {detail}"
 
 
 @runtime_checkable

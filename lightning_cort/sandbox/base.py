@@ -68,6 +68,24 @@ class ExecutionResult:
         return self.status in INFRASTRUCTURE_STATUSES
 
 
+def result_text(result: ExecutionResult) -> str:
+    """What a CoRT-style interpreter shows for an execution: stdout when the code succeeded, otherwise the error report.
+
+    Like CoRT's executor, the stdout of a failed execution is dropped in favour of its traceback; a timeout reads
+    ``Timeout Error``; infrastructure failures read ``Execution Error: ...``.
+    """
+    if result.status == "ok":
+        return result.stdout
+    if result.status == "timeout":
+        return "Timeout Error"
+    if result.status == "error" and result.error is not None:
+        return result.error.traceback or f"{result.error.name}: {result.error.value}"
+    if result.status == "oom":
+        return "MemoryError"
+    detail = result.error.value if result.error is not None else f"exit code {result.exit_code}"
+    return f"Execution Error: {detail}"
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """A code interpreter backend. Every method is safe to call from several threads.

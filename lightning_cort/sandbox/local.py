@@ -62,7 +62,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from lightning_cort.sandbox.base import ExecutionError, ExecutionResult
+from lightning_cort.sandbox.base import ExecutionError, ExecutionResult, result_text
 
 _SERVER = Path(__file__).with_name("_server.py")
 
@@ -344,8 +344,6 @@ class LocalSandbox:
     def _record(self, session: str | None, code: str, result: ExecutionResult) -> None:
         if session is None or not self.cort_replay:
             return
-        from lightning_cort.formats.base import result_text
-
         with self._lock:
             if session in self._sessions:
                 self._sessions[session].append((code, result_text(result)))
