@@ -58,21 +58,21 @@ def test_yaml_instantiates_against_its_entry_point(path, tmp_path):
     parts = module.build(cfg, tmp_path, meta=True)
     if method == "synth":
         return
-    model = parts["model"]
+    model = parts.model
     assert all(p.device.type == "meta" for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     from lightning_cort.recipes._config import policy_architecture
 
-    arch = policy_architecture(cfg.model, len(parts["tokenizer"]))
+    arch = policy_architecture(cfg.model, len(parts.tokenizer))
     if cfg.model.lora is not None:
         assert trainable == arch.lora_params(cfg.model.lora.r, cfg.model.lora.target_modules)
     else:
         assert trainable == arch.num_params
-    assert parts["module"].model is model
+    assert parts.module.model is model
     if cfg.trainer.strategy == "fsdp2":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        assert isinstance(parts["strategy"], ModelParallelStrategy)
+        assert isinstance(parts.strategy, ModelParallelStrategy)
     plan = module.plan(cfg)
     if cfg.plan.check:
         assert plan.fits, f"{path.name} does not fit {cfg.plan.gpu_memory_gb} GB by its own plan"
@@ -193,7 +193,7 @@ def test_a_reward_by_import_path_reaches_the_module(tmp_path):
          "lightning_cort.rewards:retool_reward"],
         "t", "",
     )  # fmt: skip
-    assert build(cfg, tmp_path, meta=True)["module"].reward_fn is retool_reward
+    assert build(cfg, tmp_path, meta=True).module.reward_fn is retool_reward
 
 
 def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_loading(tmp_path):

@@ -4,17 +4,54 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import lightning as L
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from lightning_cort.callbacks import TokenEfficiencyCallback
     from lightning_cort.formats.base import CodeFormat
     from lightning_cort.recipes._config import DataConfig
     from lightning_cort.rollout import RolloutConfig
     from lightning_cort.tasks.calculator import CalculatorTask
     from lightning_cort.trajectory import Trajectory
+
+
+@dataclass
+class RunParts:
+    """What a training recipe's ``build`` makes before anything trains.
+
+    Attributes:
+        format: The policy's code format.
+        task: The built-in task (its held-out problems, and its training problems when no data files are given).
+        model: The policy (on the meta device when built with ``meta=True``).
+        tokenizer: Its tokenizer.
+        info: How the policy was made (``warmup_from_cache``, ``warmup_seconds``, ...).
+        module: The LightningModule that trains it.
+        strategy: The Lightning strategy (object or name).
+        callbacks: The Trainer's callbacks beyond checkpointing and progress (sandbox, rollouts, metrics).
+        rows: Prompt rows to train on (RL).
+        examples: Traces to train on (SFT).
+        dropped: Traces left out for being too long (SFT).
+        efficiency: The token-efficiency callback, whose history the summary reports (RL).
+    """
+
+    format: CodeFormat
+    task: CalculatorTask
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    info: dict[str, Any]
+    module: L.LightningModule
+    strategy: Any
+    callbacks: list[L.Callback] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[Trajectory] = field(default_factory=list)
+    dropped: int = 0
+    efficiency: TokenEfficiencyCallback | None = None
+
 
 #: Metrics shown in the recipes' before/after table, with their number format.
 SUMMARY_METRICS = {
@@ -176,23 +213,23 @@ def begin(cfg: Any, recipe: str, plan_fn: Any) -> tuple[Path, dict[str, Any] | N
     return run_dir, None
 
 
-def evaluate_before(cfg: Any, parts: dict[str, Any], rollout: RolloutConfig) -> tuple[list[dict[str, Any]], dict]:
+def evaluate_before(cfg: Any, parts: RunParts, rollout: RolloutConfig) -> tuple[list[dict[str, Any]], dict]:
     """The held-out rows (none under several processes) and the metrics before training (empty when
     ``task.eval_before`` is off)."""
     from lightning_cort.recipes._config import world_size
 
     single = world_size(cfg.trainer) == 1
-    held_out = eval_rows(cfg.data, parts["task"], cfg.task.eval_size) if single else []
+    held_out = eval_rows(cfg.data, parts.task, cfg.task.eval_size) if single else []
     rows = held_out if cfg.task.eval_before else []
     before, _ = greedy_eval(
-        parts["model"], parts["tokenizer"], rows, parts["format"], rollout, cfg.progress, "held-out eval, before"
+        parts.model, parts.tokenizer, rows, parts.format, rollout, cfg.progress, "held-out eval, before"
     )
     return held_out, before
 
 
 def finish(
     module: Any,
-    parts: dict[str, Any],
+    parts: RunParts,
     held_out: list[dict[str, Any]],
     before: dict[str, Any],
     rollout: RolloutConfig,
@@ -208,10 +245,10 @@ def finish(
     """
     import time
 
-    tokenizer = parts["tokenizer"]
+    tokenizer = parts.tokenizer
     progress = bool(module.trainer.progress_bar_callback)
     after, trajectories = greedy_eval(
-        module.model, tokenizer, held_out, parts["format"], rollout, progress, "held-out eval, after"
+        module.model, tokenizer, held_out, parts.format, rollout, progress, "held-out eval, after"
     )
     save_policy(module.model, tokenizer, run_dir)
     if not module.trainer.is_global_zero:

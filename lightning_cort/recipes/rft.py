@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from lightning_cort.recipes._common import parse_config
 from lightning_cort.recipes._config import RecipeConfig
+from lightning_cort.recipes._steps import RunParts
 
 
 @dataclass
@@ -113,7 +114,7 @@ def plan(cfg: RFTConfig) -> Any:
     )
 
 
-def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
+def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     """Build the policy, the module and its callbacks without training (``meta``: no weights, no data)."""
 
     from lightning_cort.filters import CORT_FILTERS, correct
@@ -160,16 +161,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
     )
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
     callbacks = interpreter_callbacks(cfg.rollout, fmt, rollout, cfg.seed)
-    return {
-        "format": fmt,
-        "task": task,
-        "model": model,
-        "tokenizer": tokenizer,
-        "info": info,
-        "module": module,
-        "callbacks": callbacks,
-        "strategy": build_strategy(cfg.trainer),
-    }
+    return RunParts(fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), callbacks)
 
 
 def run(cfg: RFTConfig) -> dict[str, Any]:
@@ -184,14 +176,14 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
     if dry is not None:
         return dry
     parts = build(cfg, run_dir)
-    module = parts["module"]
+    module = parts.module
     greedy = engine_config(cfg.rollout)
     held_out, before = evaluate_before(cfg, parts, greedy)
 
     trainer = build_trainer(
         cfg.trainer,
         run_dir,
-        parts["callbacks"],
+        parts.callbacks,
         progress=cfg.progress,
         phase="RFT",
         unit="round",
@@ -206,7 +198,7 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
 
     extra = {
         "rounds": [dict(r) for r in module.rounds],
-        "warmup_from_cache": parts["info"]["warmup_from_cache"],
+        "warmup_from_cache": parts.info["warmup_from_cache"],
         "train_seconds": round(train_s, 1),
     }
     done = finish(module, parts, held_out, before, greedy, run_dir, extra, started)

@@ -20,6 +20,7 @@ from typing import Any
 from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.recipes._common import parse_config
 from lightning_cort.recipes._config import RecipeConfig
+from lightning_cort.recipes._steps import RunParts
 
 
 @dataclass
@@ -85,7 +86,7 @@ def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
     )
 
 
-def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
+def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     """Build every part of the run without starting it: policy, module, callbacks, strategy, data.
 
     With ``meta`` the policy lives on the meta device and no data is read (how the YAML tests instantiate real-model
@@ -124,18 +125,10 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
         if meta
         else load_problem_rows(cfg.data, task, g.steps * g.prompts_per_step, start=train_offset(cfg.task, cfg.warmup))
     )
-    return {
-        "format": fmt,
-        "task": task,
-        "model": model,
-        "tokenizer": tokenizer,
-        "info": info,
-        "module": module,
-        "callbacks": callbacks,
-        "efficiency": efficiency,
-        "strategy": build_strategy(cfg.trainer),
-        "rows": rows,
-    }
+    return RunParts(
+        fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), callbacks, rows=rows,
+        efficiency=efficiency,
+    )  # fmt: skip
 
 
 def run(cfg: RLConfig) -> dict[str, Any]:
@@ -152,23 +145,23 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     if dry is not None:
         return dry
     parts = build(cfg, run_dir)
-    module = parts["module"]
+    module = parts.module
     rollout_cfg = rollout_config(cfg)
     held_out, before = evaluate_before(cfg, parts, rollout_cfg)
 
     g = cfg.grpo
-    efficiency = parts["efficiency"]
+    efficiency = parts.efficiency
     trainer = build_trainer(
         cfg.trainer,
         run_dir,
-        parts["callbacks"],
+        parts.callbacks,
         progress=cfg.progress,
         phase="GRPO steps",
         # Under manual optimization the trainer counts optimizer steps: each RL step makes ppo_epochs × minibatches.
         max_steps=g.steps * g.ppo_epochs * g.minibatches,
     )
     # Resumable: a run restarted from a checkpoint continues with the prompts that come next.
-    loader = ResumableDataLoader(ListDataset(parts["rows"]), batch_size=g.prompts_per_step, collate_fn=collate_prompts)
+    loader = ResumableDataLoader(ListDataset(parts.rows), batch_size=g.prompts_per_step, collate_fn=collate_prompts)
     t0 = time.perf_counter()
     # The RL phase's random streams start from the seed, whether the warm start was trained here or loaded from cache.
     L.seed_everything(cfg.seed, verbose=False)
@@ -179,8 +172,8 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         "train_reward_first": efficiency.history[0]["accuracy"] if efficiency.history else None,
         "train_reward_last": efficiency.history[-1]["accuracy"] if efficiency.history else None,
         "rl_steps": g.steps,
-        "warmup_from_cache": parts["info"]["warmup_from_cache"],
-        "warmup_seconds": parts["info"]["warmup_seconds"],
+        "warmup_from_cache": parts.info["warmup_from_cache"],
+        "warmup_seconds": parts.info["warmup_seconds"],
         "rl_seconds": round(rl_s, 1),
     }
     if trainer.is_global_zero:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from lightning_cort.recipes._common import parse_config
 from lightning_cort.recipes._config import PolicyConfig, RecipeConfig
+from lightning_cort.recipes._steps import RunParts
 
 
 @dataclass
@@ -117,7 +118,7 @@ def load_examples(cfg: SFTConfig, tokenizer: Any, fmt: Any, task: Any) -> list[A
     return examples
 
 
-def build(cfg: SFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
+def build(cfg: SFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     """Build the policy, the module and the training examples without training (``meta``: no weights, no data)."""
     from lightning_cort.formats import get_format
     from lightning_cort.modules.sft import SFTModule
@@ -149,17 +150,9 @@ def build(cfg: SFTConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]
         lr_schedule=s.lr_schedule,
     )
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
-    return {
-        "format": fmt,
-        "task": task,
-        "model": model,
-        "tokenizer": tokenizer,
-        "info": info,
-        "module": module,
-        "examples": examples,
-        "dropped": dropped,
-        "strategy": build_strategy(cfg.trainer),
-    }
+    return RunParts(
+        fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), examples=examples, dropped=dropped
+    )
 
 
 def run(cfg: SFTConfig) -> dict[str, Any]:
@@ -176,11 +169,11 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     if dry is not None:
         return dry
     parts = build(cfg, run_dir)
-    tokenizer, module = parts["tokenizer"], parts["module"]
+    tokenizer, module = parts.tokenizer, parts.module
     rollout = engine_config(cfg.rollout)
     held_out, before = evaluate_before(cfg, parts, rollout)
 
-    examples = parts["examples"]
+    examples = parts.examples
     sampler = None
     if cfg.sft.group_by_length:
         lengths = [e.prompt_ids.numel() + e.completion_ids.numel() for e in examples]
@@ -210,7 +203,7 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     trained_tokens = sum(int(e.loss_mask.sum()) for e in examples) * cfg.sft.epochs
     extra = {
         "examples": len(examples),
-        "dropped_too_long": parts["dropped"],
+        "dropped_too_long": parts.dropped,
         "trained_tokens": trained_tokens,
         "optimizer_steps": trainer.global_step,
         "final_loss": _last_logged(trainer, "train/sft_loss"),

@@ -151,7 +151,21 @@ def build_detector(opts: SynthOptions, fmt: Any) -> Any:
     return LLMJudgeDetector(opts.judge_url, opts.judge_model, os.environ.get(opts.judge_api_key_env), code_format=fmt)
 
 
-def build(cfg: SynthConfig, run_dir: Any, *, meta: bool = False) -> dict[str, Any]:
+@dataclass
+class SynthParts:
+    """What the synthesis recipe's ``build`` makes: the format, task and hint detector, then (unless ``meta``) the
+    input traces and the teacher."""
+
+    format: Any
+    task: Any
+    detector: Any
+    items: list[Any] = field(default_factory=list)
+    model: Any = None
+    tokenizer: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build(cfg: SynthConfig, run_dir: Any, *, meta: bool = False) -> SynthParts:
     """Build the detector, the input traces and (unless ``meta``) the teacher."""
     from lightning_cort.formats import get_format
     from lightning_cort.recipes._config import build_policy
@@ -161,20 +175,20 @@ def build(cfg: SynthConfig, run_dir: Any, *, meta: bool = False) -> dict[str, An
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     detector = build_detector(cfg.synth, fmt)
-    parts: dict[str, Any] = {"format": fmt, "task": task, "detector": detector}
+    parts = SynthParts(fmt, task, detector)
     if meta:
         return parts
     if cfg.synth.traces:
         from lightning_cort.hints import read_traces
 
-        parts["items"] = read_traces(cfg.synth.traces, cfg.synth.columns)
+        parts.items = read_traces(cfg.synth.traces, cfg.synth.columns)
     else:
-        parts["items"] = builtin_traces(task, cfg.synth.examples)
+        parts.items = builtin_traces(task, cfg.synth.examples)
     model, tokenizer, info = build_policy(
         cfg.teacher, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
         progress=cfg.progress,
     )  # fmt: skip
-    parts.update(model=model, tokenizer=tokenizer, info=info)
+    parts.model, parts.tokenizer, parts.info = model, tokenizer, info
     return parts
 
 
@@ -209,23 +223,23 @@ def run(cfg: SynthConfig) -> dict[str, Any]:
     run_dir = make_run_dir(cfg.run_dir, "synth")
     save_config(cfg, run_dir)
     parts = build(cfg, run_dir)
-    fmt, items = parts["format"], parts["items"]
+    fmt, items = parts.format, parts.items
     if cfg.synth.review:
         proposals = run_dir / "reviewed.jsonl"
         if not proposals.exists():
             write_jsonl(items, proposals)
-        review_file(proposals, proposals, detector=parts["detector"], code_format=fmt)
+        review_file(proposals, proposals, detector=parts.detector, code_format=fmt)
         from lightning_cort.hints import read_traces
 
         items = read_traces(proposals)
     rollout = engine_config(cfg.rollout, cfg.synth.temperature, cfg.synth.top_p)
     with LocalSandbox(timeout=cfg.rollout.timeout) as sandbox, torch.no_grad():
-        engine = RolloutEngine(_backend(cfg, parts["model"], parts["tokenizer"], run_dir), parts["tokenizer"], fmt,
+        engine = RolloutEngine(_backend(cfg, parts.model, parts.tokenizer, run_dir), parts.tokenizer, fmt,
                                sandbox, rollout)  # fmt: skip
         results = synthesize(
             items,
             engine,
-            detector=parts["detector"],
+            detector=parts.detector,
             n=cfg.synth.samples,
             max_points=cfg.synth.max_points or None,
         )
@@ -241,7 +255,7 @@ def run(cfg: SynthConfig) -> dict[str, Any]:
         "kept": len(kept),
         "rejected_by": dict(rejected),
         "output": str(output),
-        "teacher_warmup_from_cache": parts["info"].get("warmup_from_cache"),
+        "teacher_warmup_from_cache": parts.info.get("warmup_from_cache"),
         "total_seconds": round(time.perf_counter() - started, 1),
         "run_dir": str(run_dir),
     }

@@ -47,9 +47,9 @@ def main() -> None:
 
     build = rl.build
 
-    def build_with_probes(cfg: Any, out: Any, *, meta: bool = False) -> dict[str, Any]:
+    def build_with_probes(cfg: Any, out: Any, *, meta: bool = False) -> Any:
         parts = build(cfg, out, meta=meta)
-        parts["callbacks"] += [Record(), Kill()]  # Lightning runs checkpointing callbacks after these
+        parts.callbacks += [Record(), Kill()]  # Lightning runs checkpointing callbacks after these
         return parts
 
     rl.build = build_with_probes
