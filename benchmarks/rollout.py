@@ -510,12 +510,13 @@ def analysis(
 
 
 def load_policy(tokenizer: Any) -> Any:
-    from lightning_cort.recipes._common import ModelConfig, WarmupConfig, warm_start
+    from lightning_cort.models.tiny import TinyConfig
+    from lightning_cort.recipes._common import WarmupConfig, warm_start
     from lightning_cort.tasks import CalculatorTask
 
     # The tests' small warm start (tests/conftest.py SMALL_WARMUP; cached): a policy that writes code calls.
     warmup = WarmupConfig(examples=1200, epochs=3, lr=3e-3, batch_size=32)
-    model, _ = warm_start(tokenizer, ModelConfig(), warmup, CalculatorTask(digits=3, seed=0), CoRTFormat(), 0, False)
+    model, _ = warm_start(tokenizer, TinyConfig(), warmup, CalculatorTask(digits=3, seed=0), CoRTFormat(), 0, False)
     return model.eval()
 
 

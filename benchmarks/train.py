@@ -413,8 +413,9 @@ class _PhaseTimer(L.Callback):
 
 def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_steps: int) -> dict[str, Any]:
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback
+    from lightning_cort.models.tiny import TinyConfig
     from lightning_cort.modules.grpo import GRPOConfig, GRPOModule
-    from lightning_cort.recipes._common import ModelConfig, WarmupConfig, task_rows, warm_start
+    from lightning_cort.recipes._common import WarmupConfig, task_rows, warm_start
     from lightning_cort.rewards import cort_reward
     from lightning_cort.rollout import RolloutConfig, SamplingConfig
     from lightning_cort.rollout.sampler import collate_prompts
@@ -425,7 +426,7 @@ def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_step
     # The tests' small warm start (cached): a policy that writes code calls, so the sandbox really runs.
     warmup = WarmupConfig(examples=1200, epochs=3, lr=3e-3, batch_size=32)
     t = time.perf_counter()
-    model, cached = warm_start(tokenizer, ModelConfig(num_layers=NUM_LAYERS), warmup, task, fmt, 0, progress=False)
+    model, cached = warm_start(tokenizer, TinyConfig(num_layers=NUM_LAYERS), warmup, task, fmt, 0, progress=False)
     warm_s = time.perf_counter() - t
     total = warmup_steps + steps
     rows = task_rows(task, "train", total * prompts, start=warmup.examples)

@@ -37,13 +37,14 @@ def trained_policy(tokenizer):
     import torch
 
     from lightning_cort.formats import CoRTFormat
-    from lightning_cort.recipes._common import ModelConfig, WarmupConfig, warm_start
+    from lightning_cort.models.tiny import TinyConfig
+    from lightning_cort.recipes._common import WarmupConfig, warm_start
     from lightning_cort.tasks import CalculatorTask
 
     torch.manual_seed(0)
     model, _ = warm_start(
         tokenizer,
-        ModelConfig(),
+        TinyConfig(),
         WarmupConfig(**SMALL_WARMUP),
         CalculatorTask(digits=3, seed=0),
         CoRTFormat(),

@@ -10,6 +10,7 @@ import pytest
 from conftest import SMALL_WARMUP
 
 from lightning_cort.evaluation import load_rows, read_records
+from lightning_cort.models.tiny import TinyConfig
 from lightning_cort.recipes import eval as eval_recipe
 
 CORT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cort"
@@ -115,7 +116,7 @@ def test_loads_a_lora_adapter_and_a_lightning_checkpoint(tmp_path, tokenizer):
     from lightning_cort.modules import SFTModule
     from lightning_cort.trajectory import collate_trajectories
 
-    base, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    base, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     export_policy(base, tokenizer, tmp_path / "base", mode="full")
     ids = torch.tensor([tokenizer.encode("What is 12 * 34?")])
 

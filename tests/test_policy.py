@@ -18,6 +18,7 @@ from lightning_cort.models.policy import (
     is_quantized,
     load_policy,
 )
+from lightning_cort.models.tiny import TinyConfig
 
 needs_bnb = pytest.mark.skipif(not BITSANDBYTES_AVAILABLE, reason="bitsandbytes is not installed (extra 'qlora')")
 SMALL_LORA = LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
@@ -26,7 +27,7 @@ SMALL_LORA = LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj", "dow
 @pytest.fixture(scope="module")
 def saved_tiny(tokenizer, tmp_path_factory):
     """A tiny policy saved in HF format, as a user's checkpoint would be."""
-    model, tok = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    model, tok = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     path = tmp_path_factory.mktemp("tiny_ckpt")
     export_policy(model, tok, path, mode="full")
     return path
@@ -42,18 +43,18 @@ def _loss(model, ids, mask):
 
 
 def test_tiny_policy_trains_every_parameter(tokenizer):
-    model, tok = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    model, tok = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     assert tok is tokenizer and model.training
     assert all(p.requires_grad for p in model.parameters())
 
 
 def test_lora_trains_only_adapters_and_disable_adapter_is_the_base(tokenizer):
-    model, _ = load_policy(PolicySettings(tiny_layers=2, lora=SMALL_LORA), tokenizer)
+    model, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2), lora=SMALL_LORA), tokenizer)
     assert is_peft_model(model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     ids, mask = _batch(tokenizer)
-    base, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    base, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     with torch.no_grad():
         for p in model.parameters():  # make the adapter non-zero so the two paths differ
             if p.requires_grad:
@@ -70,7 +71,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
     ids, mask = _batch(tokenizer)
     grads = []
     for ckpt in (False, True):
-        model, _ = load_policy(PolicySettings(tiny_layers=2, gradient_checkpointing=ckpt), tokenizer)
+        model, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2), gradient_checkpointing=ckpt), tokenizer)
         _loss(model, ids, mask).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
@@ -105,7 +106,7 @@ def test_export_modes_roundtrip(tokenizer, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model, tok = load_policy(PolicySettings(tiny_layers=2, lora=SMALL_LORA), tokenizer)
+    model, tok = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2), lora=SMALL_LORA), tokenizer)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -116,7 +117,7 @@ def test_export_modes_roundtrip(tokenizer, tmp_path):
         expected = model(input_ids=ids, attention_mask=mask).logits
     merged = AutoModelForCausalLM.from_pretrained(export_policy(model, tok, tmp_path / "merged", mode="merged"))
     adapter_dir = export_policy(model, None, tmp_path / "adapter", mode="adapter")
-    base, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    base, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     with_adapter = PeftModel.from_pretrained(base.eval(), adapter_dir)
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=1e-5)
@@ -161,7 +162,7 @@ def test_policy_weights_merge_lora_on_the_fly(tokenizer):
     is left untouched."""
     from lightning_cort.models.policy import policy_weights
 
-    model, _ = load_policy(PolicySettings(tiny_layers=2, lora=SMALL_LORA), tokenizer)
+    model, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2), lora=SMALL_LORA), tokenizer)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -175,7 +176,7 @@ def test_policy_weights_merge_lora_on_the_fly(tokenizer):
     for name, value in merged.items():
         torch.testing.assert_close(synced[name], value, rtol=1e-5, atol=1e-6)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    plain, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    plain, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     assert dict(policy_weights(plain)).keys() == plain.state_dict().keys()
 
 

@@ -15,6 +15,7 @@ from lightning_cort.callbacks import RolloutCallback, SandboxCallback
 from lightning_cort.data import ListDataset, trajectory_from_text
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.models.policy import LoraSettings, PolicySettings, export_policy, load_policy
+from lightning_cort.models.tiny import TinyConfig
 from lightning_cort.modules import GRPOModule, SFTModule
 from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.rewards.functions import cort_reward
@@ -50,7 +51,7 @@ def _rows(n):
 
 
 def test_sft_changes_every_parameter(tokenizer):
-    model, _ = load_policy(PolicySettings(tiny_layers=2), tokenizer)
+    model, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
     fmt = CoRTFormat()
     examples = [
         trajectory_from_text(
@@ -130,7 +131,7 @@ def test_qlora_grpo_generates_then_trains(tokenizer, trained_policy, tmp_path):
 
 def test_sft_loss_with_per_example_weights(tokenizer):
     """RFT's code-decision weights: an example's tokens count ``weight`` times over the same token count."""
-    model, _ = load_policy(PolicySettings(tiny_layers=1), tokenizer)
+    model, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=1)), tokenizer)
     module = SFTModule(model, tokenizer)
     module.log = lambda *a, **k: None  # no Trainer here
     fmt = CoRTFormat()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from lightning_cort._imports import require
+from lightning_cort.models.tiny import TinyConfig, tiny_from_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -67,7 +68,7 @@ class PolicySettings:
         gradient_checkpointing: Recompute activations in the backward pass (less memory, ~30% more compute).
         attn_implementation: Passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``).
         trust_remote_code: Passed to ``from_pretrained``.
-        tiny_layers: Decoder layers of the tiny model (only when ``name_or_path`` is ``None``).
+        tiny: Shape of the tiny model (only when ``name_or_path`` is ``None``).
     """
 
     name_or_path: str | None = None
@@ -77,7 +78,7 @@ class PolicySettings:
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
     trust_remote_code: bool = False
-    tiny_layers: int = 4
+    tiny: TinyConfig = field(default_factory=TinyConfig)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming every unsupported combination."""
@@ -94,7 +95,7 @@ class PolicySettings:
         if self.lora is not None and self.lora.r < 1:
             errors.append(f"lora.r must be >= 1, got {self.lora.r}")
         if errors:
-            raise ValueError("invalid policy settings: " + "; ".join(errors))
+            raise ValueError("invalid policy (model) settings: " + "; ".join(errors))
 
 
 def load_policy(
@@ -109,10 +110,10 @@ def load_policy(
     settings = settings or PolicySettings()
     settings.validate()
     if settings.name_or_path is None:
-        from lightning_cort.models.tiny import tiny_qwen2, tiny_tokenizer
+        from lightning_cort.models.tiny import tiny_tokenizer
 
         tokenizer = tokenizer or tiny_tokenizer()
-        model = tiny_qwen2(tokenizer, num_layers=settings.tiny_layers)
+        model = tiny_from_config(tokenizer, settings.tiny)
         if settings.dtype != "auto":
             model = model.to(_DTYPES[settings.dtype])
     else:
@@ -121,7 +122,7 @@ def load_policy(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if settings.lora is not None:
-        model = _add_lora(model, settings)
+        model = add_lora(model, settings.lora)
     model.train()
     return model, tokenizer
 
@@ -186,12 +187,11 @@ def _load_tokenizer(path: str, trust_remote_code: bool) -> PreTrainedTokenizerBa
     return tokenizer
 
 
-def _add_lora(model: PreTrainedModel, settings: PolicySettings) -> PreTrainedModel:
+def add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:
+    """``model`` with LoRA adapters of ``lora`` on its target modules (a ``peft.PeftModel``; only they train)."""
     require("peft", "LoRA")
     from peft import LoraConfig, get_peft_model
 
-    assert settings.lora is not None
-    lora = settings.lora
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

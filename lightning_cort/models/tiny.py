@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -175,6 +176,40 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) 
     cfg = json.loads(cfg_path.read_text())
     cfg["padding_side"] = "left"
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+
+
+@dataclass
+class TinyConfig:
+    """The shape of the tiny Qwen2 policy (built from this config, with the locally trained tokenizer).
+
+    Attributes:
+        hidden_size: Model width.
+        num_layers: Transformer blocks.
+        num_heads: Attention heads (head_dim = hidden_size / num_heads).
+        num_kv_heads: Key/value heads.
+        intermediate_size: MLP width.
+        init_seed: Initialisation seed.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    intermediate_size: int = 512
+    init_seed: int = 0
+
+
+def tiny_from_config(tokenizer: PreTrainedTokenizerBase, config: TinyConfig) -> PreTrainedModel:
+    """A randomly initialised tiny Qwen2 of the shape ``config`` describes."""
+    return tiny_qwen2(
+        tokenizer,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        num_kv_heads=config.num_kv_heads,
+        intermediate_size=config.intermediate_size,
+        seed=config.init_seed,
+    )
 
 
 def tiny_qwen2(

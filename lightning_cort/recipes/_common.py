@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from lightning_cort.models.tiny import TinyConfig, tiny_from_config
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -28,27 +30,6 @@ class CheckedConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option and the fix when sections do not fit together."""
-
-
-@dataclass
-class ModelConfig:
-    """The policy: a tiny Qwen2 built from this config and a locally trained tokenizer.
-
-    Attributes:
-        hidden_size: Model width.
-        num_layers: Transformer blocks.
-        num_heads: Attention heads (head_dim = hidden_size / num_heads).
-        num_kv_heads: Key/value heads.
-        intermediate_size: MLP width.
-        init_seed: Initialisation seed.
-    """
-
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 2
-    num_kv_heads: int = 1
-    intermediate_size: int = 512
-    init_seed: int = 0
 
 
 @dataclass
@@ -266,21 +247,6 @@ def task_rows(task: CalculatorTask, split: Literal["train", "test"], n: int, sta
     return rows
 
 
-def tiny_from_config(tokenizer: PreTrainedTokenizerBase, model_cfg: ModelConfig) -> PreTrainedModel:
-    """A randomly initialised tiny Qwen2 of the shape ``model_cfg`` describes."""
-    from lightning_cort.models.tiny import tiny_qwen2
-
-    return tiny_qwen2(
-        tokenizer,
-        hidden_size=model_cfg.hidden_size,
-        num_layers=model_cfg.num_layers,
-        num_heads=model_cfg.num_heads,
-        num_kv_heads=model_cfg.num_kv_heads,
-        intermediate_size=model_cfg.intermediate_size,
-        seed=model_cfg.init_seed,
-    )
-
-
 def task_traces(
     task: CalculatorTask,
     tokenizer: PreTrainedTokenizerBase,
@@ -303,7 +269,7 @@ def task_traces(
 
 def warm_start(
     tokenizer: PreTrainedTokenizerBase,
-    model_cfg: ModelConfig,
+    model_cfg: TinyConfig,
     warmup: WarmupConfig,
     task: CalculatorTask,
     code_format: CodeFormat,

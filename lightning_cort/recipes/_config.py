@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from lightning_cort.models.policy import LoraSettings
-from lightning_cort.recipes._common import CheckedConfig, ModelConfig, TaskConfig, WarmupConfig
+from lightning_cort.models.policy import PolicySettings
+from lightning_cort.recipes._common import CheckedConfig, TaskConfig, WarmupConfig
 
 if TYPE_CHECKING:
     import lightning as L
@@ -25,35 +25,35 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class PolicyConfig:
-    """The policy to train: a checkpoint (hub id or directory) or, when ``name_or_path`` is empty, the tiny Qwen2
-    model with the locally trained tokenizer (CPU, no network).
+class PolicyConfig(PolicySettings):
+    """The policy to train: :class:`~lightning_cort.models.policy.PolicySettings` (what the loader takes, passed
+    whole) and what the recipes add. A checkpoint (hub id, directory, ``.gguf`` file or ``packaged:<name>``) or, when
+    ``name_or_path`` is empty, the tiny Qwen2 model with the locally trained tokenizer (CPU, no network).
 
     Attributes:
-        name_or_path: Hub id or local directory in Hugging Face format; empty: the tiny model.
+        name_or_path: Hub id, local directory in Hugging Face format, ``.gguf`` file or ``packaged:<name>``; empty:
+            the tiny model.
         dtype: Parameter dtype (``auto``: the checkpoint's).
         lora: LoRA adapter settings; empty trains every parameter.
         quantization: ``4bit`` (QLoRA) or ``8bit`` base weights; needs ``lora``; one device or DDP only.
         gradient_checkpointing: Recompute activations in the backward pass (less memory, ~30% more compute).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint.
+        tiny: Shape of the tiny model.
         logprob_chunk_size: Completion positions whose logits exist at once when computing log-probs (chunks under
             activation checkpointing; one device and DDP). Bounds the logits' memory at long completions.
         warm_start: Tiny model only: start from the supervised warm start on the built-in task (cached) instead of
             random weights.
-        tiny: Shape of the tiny model.
     """
 
-    name_or_path: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    lora: LoraSettings | None = None
-    quantization: Literal["4bit", "8bit"] | None = None
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = None
-    trust_remote_code: bool = False
     logprob_chunk_size: int | None = 1024
     warm_start: bool = True
-    tiny: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> None:
+        """The loader's checks, except that a quantized tiny model is fine: the recipes save it before loading it."""
+        from dataclasses import replace
+
+        PolicySettings.validate(replace(self, name_or_path=self.name_or_path or "tiny model, saved first"))
 
 
 @dataclass
@@ -199,6 +199,10 @@ class RecipeConfig(CheckedConfig):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
+
+    def validate(self) -> None:
+        """The model section's own checks (e.g. quantization without LoRA)."""
+        self.model.validate()
 
 
 # -- building parts ---------------------------------------------------------------------------------------------------
@@ -396,26 +400,19 @@ def build_policy(
         ``(model, tokenizer, info)``; ``info`` says whether a tiny warm start came from the cache and how long it took.
     """
     import time
+    from dataclasses import replace
 
-    from lightning_cort.models.policy import PolicySettings, load_policy
+    from lightning_cort.models.policy import load_policy
     from lightning_cort.models.tiny import tiny_tokenizer
 
-    settings = PolicySettings(
-        name_or_path=model.name_or_path,
-        dtype=model.dtype,
-        lora=model.lora,
-        quantization=model.quantization,
-        gradient_checkpointing=model.gradient_checkpointing,
-        attn_implementation=model.attn_implementation,
-        trust_remote_code=model.trust_remote_code,
-    )
     if meta:
-        return _meta_policy(model, settings)
+        return _meta_policy(model)
     info: dict[str, Any] = {"warmup_from_cache": None, "warmup_seconds": 0.0}
     if model.name_or_path is not None:
-        policy, tokenizer = load_policy(settings)
+        policy, tokenizer = load_policy(model)  # the model section is the loader's settings
         return policy, tokenizer, info
-    from lightning_cort.recipes._common import tiny_from_config, warm_start
+    from lightning_cort.models.tiny import tiny_from_config
+    from lightning_cort.recipes._common import warm_start
 
     tokenizer = tiny_tokenizer()
     t0 = time.perf_counter()
@@ -430,32 +427,20 @@ def build_policy(
     # LoRA, QLoRA or another dtype on the tiny model: go through the same loader as a real checkpoint.
     base_dir = run_dir / "base_policy"
     base.save_pretrained(str(base_dir))
-    settings.name_or_path = str(base_dir)
-    policy, tokenizer = load_policy(settings, tokenizer)
+    policy, tokenizer = load_policy(replace(model, name_or_path=str(base_dir)), tokenizer)
     return policy, tokenizer, info
 
 
-def _meta_policy(model: PolicyConfig, settings: Any) -> tuple[Any, Any, dict[str, Any]]:
+def _meta_policy(model: PolicyConfig) -> tuple[Any, Any, dict[str, Any]]:
+    from lightning_cort.models.policy import add_lora
     from lightning_cort.models.tiny import tiny_tokenizer
 
-    settings.validate()
+    model.validate()
     tokenizer = tiny_tokenizer()
     arch = policy_architecture(model, len(tokenizer))
     policy = arch.meta_model()
     if model.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        lora = model.lora
-        policy = get_peft_model(
-            policy,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+        policy = add_lora(policy, model.lora)  # the loader's own LoRA step: real names and trainable counts
     return policy, tokenizer, {"meta": True, "architecture": arch.to_dict()}
 
 

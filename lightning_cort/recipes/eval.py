@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning_cort.models.tiny import TinyConfig
 from lightning_cort.recipes._common import (
-    ModelConfig,
     TaskConfig,
     WarmupConfig,
     make_run_dir,
@@ -112,7 +112,7 @@ class EvalConfig:
     budgets: list[int] = field(default_factory=list)
     task: TaskConfig = field(default_factory=TaskConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    tiny: ModelConfig = field(default_factory=ModelConfig)
+    tiny: TinyConfig = field(default_factory=TinyConfig)
     progress: bool = True
     verbose: bool = False
 

@@ -80,6 +80,7 @@ class RFTConfig(RecipeConfig):
         """The rollout backend must be able to serve the policy on this strategy."""
         from lightning_cort.recipes._config import check_rollout_backend
 
+        super().validate()
         check_rollout_backend(self.model, self.rollout, self.trainer)
 
 

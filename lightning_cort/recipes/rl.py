@@ -38,6 +38,7 @@ class RLConfig(RecipeConfig):
         from lightning_cort.modules.grpo import resolve_reward
         from lightning_cort.recipes._config import check_rollout_backend, check_sampling
 
+        super().validate()
         check_rollout_backend(self.model, self.rollout, self.trainer)
         check_sampling(self.rollout, self.grpo)
         resolve_reward(self.grpo.reward)

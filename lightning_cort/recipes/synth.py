@@ -115,6 +115,7 @@ class SynthConfig(CheckedConfig):
         """The rollout backend must be able to serve the teacher."""
         from lightning_cort.recipes._config import check_rollout_backend
 
+        self.teacher.validate()
         check_rollout_backend(self.teacher, self.rollout)
 
 
