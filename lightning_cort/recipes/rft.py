@@ -124,7 +124,6 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     from lightning_cort.recipes._config import (
         build_policy,
         build_strategy,
-        engine_config,
         interpreter_callbacks,
         load_problem_rows,
         train_offset,
@@ -141,7 +140,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     r = cfg.rft
     start = train_offset(cfg.task, cfg.warmup)
     rows = [{"prompt": "placeholder"}] if meta else load_problem_rows(cfg.data, task, r.prompts, start)
-    rollout = engine_config(cfg.rollout, r.temperature, r.top_p)
+    rollout = cfg.rollout.with_sampling(temperature=r.temperature, top_p=r.top_p)
     module = RFTModule(
         model,
         tokenizer,
@@ -169,7 +168,7 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
     import lightning as L
 
-    from lightning_cort.recipes._config import build_trainer, engine_config, resume_path
+    from lightning_cort.recipes._config import build_trainer, resume_path
     from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
 
     started = time.perf_counter()
@@ -178,8 +177,7 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
         return dry
     parts = build(cfg, run_dir)
     module = parts.module
-    greedy = engine_config(cfg.rollout)
-    held_out, before = evaluate_before(cfg, parts, greedy)
+    held_out, before = evaluate_before(cfg, parts, cfg.rollout)  # greedy: the held-out check samples nothing
 
     trainer = build_trainer(
         cfg.trainer,
@@ -202,7 +200,7 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
         "warmup_from_cache": parts.info["warmup_from_cache"],
         "train_seconds": round(train_s, 1),
     }
-    done = finish(module, parts, held_out, before, greedy, run_dir, extra, started)
+    done = finish(module, parts, held_out, before, cfg.rollout, run_dir, extra, started)
     if done is None:
         return {}
     summary, _ = done

@@ -56,9 +56,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
 def rollout_config(cfg: RLConfig) -> Any:
     """The engine's limits and training-time sampling."""
-    from lightning_cort.recipes._config import engine_config
-
-    return engine_config(cfg.rollout)
+    return cfg.rollout
 
 
 def plan(cfg: RLConfig, run_dir: Any = None) -> Any:

@@ -160,7 +160,7 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     from functools import partial
 
     from lightning_cort.data import LengthGroupedSampler, ListDataset, ResumableDataLoader
-    from lightning_cort.recipes._config import build_trainer, engine_config, resume_path
+    from lightning_cort.recipes._config import build_trainer, resume_path
     from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
     from lightning_cort.trajectory import collate_trajectories
 
@@ -170,7 +170,7 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
         return dry
     parts = build(cfg, run_dir)
     tokenizer, module = parts.tokenizer, parts.module
-    rollout = engine_config(cfg.rollout)
+    rollout = cfg.rollout
     held_out, before = evaluate_before(cfg, parts, rollout)
 
     examples = parts.examples

@@ -213,7 +213,6 @@ def run(cfg: SynthConfig) -> dict[str, Any]:
     import torch
 
     from lightning_cort.hints import review_file, synthesize, write_jsonl
-    from lightning_cort.recipes._config import engine_config
     from lightning_cort.rollout import RolloutEngine
     from lightning_cort.sandbox import LocalSandbox
 
@@ -233,7 +232,7 @@ def run(cfg: SynthConfig) -> dict[str, Any]:
         from lightning_cort.hints import read_traces
 
         items = read_traces(proposals)
-    rollout = engine_config(cfg.rollout, cfg.synth.temperature, cfg.synth.top_p)
+    rollout = cfg.rollout.with_sampling(temperature=cfg.synth.temperature, top_p=cfg.synth.top_p)
     with LocalSandbox(timeout=cfg.rollout.timeout) as sandbox, torch.no_grad():
         engine = RolloutEngine(_backend(cfg, parts.model, parts.tokenizer, run_dir), parts.tokenizer, fmt,
                                sandbox, rollout)  # fmt: skip
