@@ -33,6 +33,8 @@ def quiet_libraries(verbose: bool) -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # vLLM logs its configuration, compilation, memory bookkeeping and CPU tuning hints (read when it is imported).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     # "GPU available: ...", "💡 Tip: ...litlogger", "`max_steps=N` reached", ...: info logs of Lightning.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -40,7 +42,16 @@ def quiet_libraries(verbose: bool) -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    for module in ("lightning", "pytorch_lightning", "torch", "transformers", "peft", "bitsandbytes", "jsonargparse"):
+    for module in (
+        "lightning",
+        "pytorch_lightning",
+        "torch",
+        "transformers",
+        "peft",
+        "bitsandbytes",
+        "jsonargparse",
+        "vllm",
+    ):
         warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging
