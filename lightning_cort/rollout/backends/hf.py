@@ -4,6 +4,7 @@ every sequence's KV cache across tool calls (continuous batching)."""
 from __future__ import annotations
 
 import inspect
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -155,7 +156,7 @@ class _Sequence:
     max_new: int = 0
     stops: tuple[str, ...] = ()
     last_chars: frozenset[str] = frozenset()
-    generator: torch.Generator | None = None  # this sequence's own random stream (sampling, not greedy)
+    rng: random.Random | None = None  # this sequence's own random stream (sampling, not greedy)
 
 
 class HFDecodeStream:
@@ -229,8 +230,7 @@ class HFDecodeStream:
             # Its own random stream, seeded from the global one when it joins: what a sequence samples does not
             # depend on which others share its steps (they come and go as their code runs), so a rollout is
             # reproducible from the global seed however long the sandbox takes.
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-            seq.generator = torch.Generator().manual_seed(seed)
+            seq.rng = random.Random(int(torch.randint(0, 2**62, (1,)).item()))
         free = next((r for r, q in enumerate(self._rows) if q is None), None)
         if free is None:
             free = len(self._rows)
@@ -295,8 +295,8 @@ class HFDecodeStream:
         for group, logits in sampled:
             uniforms = None
             if not self.sampling.greedy:
-                draws = [torch.rand(1, generator=q.generator) for _, q in group]
-                uniforms = torch.stack(draws).to(logits.device)  # [rows, 1]
+                draws = [q.rng.random() for _, q in group]  # type: ignore[union-attr]
+                uniforms = torch.tensor(draws, dtype=torch.float32, device=logits.device)[:, None]  # [rows, 1]
             tokens, logprobs = _sample(logits.float(), self.sampling, uniforms)
             tokens_list = tokens.tolist()
             lp_list = logprobs.tolist() if logprobs is not None else None
