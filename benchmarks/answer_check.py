@@ -37,7 +37,8 @@ from pathlib import Path
 
 from _docs import write_section  # benchmarks/ is on sys.path when run as a script
 
-from lightning_cort.answers import AnswerChecker, normalize_gold
+from lightning_cort.answer_pool import AnswerChecker
+from lightning_cort.answers import normalize_gold
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cort"

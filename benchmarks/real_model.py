@@ -58,7 +58,7 @@ def machine(load: bool = True) -> str:
 # -- eval ------------------------------------------------------------------------------------------------------------
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     """Both arms on both datasets, through the eval recipe; CoRT's scoring added from the saved generations."""
-    from lightning_cort.answers import AnswerChecker
+    from lightning_cort.answer_pool import AnswerChecker
     from lightning_cort.evaluation import read_records, record_response
     from lightning_cort.recipes import eval as eval_recipe
 
@@ -80,7 +80,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             # fmt: off
             metrics = eval_recipe.main([
                 "--model.path", MODEL, "--model.dtype", "bfloat16", *data_args, "--limit", str(n),
-                "--task.eval_size", str(n), "--max_total_tokens", str(budget), "--max_tokens_per_call", str(budget),
+                "--max_total_tokens", str(budget), "--max_tokens_per_call", str(budget),
                 "--batch_size", "50", "--run_dir", str(run_dir), *arm_args,
             ])
             # fmt: on

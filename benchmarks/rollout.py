@@ -511,7 +511,8 @@ def analysis(
 
 def load_policy(tokenizer: Any) -> Any:
     from lightning_cort.models.tiny import TinyConfig
-    from lightning_cort.recipes._common import WarmupConfig, warm_start
+    from lightning_cort.recipes._steps import warm_start
+    from lightning_cort.recipes.config import WarmupConfig
     from lightning_cort.tasks import CalculatorTask
 
     # The tests' small warm start (tests/conftest.py SMALL_WARMUP; cached): a policy that writes code calls.

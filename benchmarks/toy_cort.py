@@ -77,7 +77,7 @@ def examples_for_budget(style: str, code_format: str, cfg: StudyConfig) -> int:
     """
     from lightning_cort.formats import get_format
     from lightning_cort.models.tiny import tiny_tokenizer
-    from lightning_cort.recipes._common import task_traces
+    from lightning_cort.recipes._steps import task_traces
     from lightning_cort.tasks import CalculatorTask
 
     per_epoch = cfg.token_budget / cfg.sft_epochs
@@ -99,7 +99,7 @@ def run_format(code_format: str, cfg: StudyConfig, out: Path) -> list[dict[str, 
 
     common = [
         "--code_format", code_format, "--seed", str(cfg.seed), "--progress", "false",
-        "--task.eval_size", str(cfg.eval_size), "--task.eval_before", "false",
+        "--held_out.size", str(cfg.eval_size), "--held_out.before", "false",
         "--rollout.max_calls", "2", "--rollout.max_total_tokens", str(cfg.max_tokens),
         "--rollout.max_tokens_per_call", str(cfg.max_tokens),
     ]  # fmt: skip

@@ -49,7 +49,7 @@ from _docs import write_section  # benchmarks/ is on sys.path when run as a scri
 from lightning_cort.data import ListDataset, trajectory_from_text
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.models.tiny import tiny_qwen2, tiny_tokenizer
-from lightning_cort.modules.sft import SFTModule
+from lightning_cort.modules.sft import SFTModule, SFTSettings
 from lightning_cort.tasks.calculator import CalculatorTask, build_prompt, code_trace, reference_output
 from lightning_cort.trajectory import Trajectory, collate_trajectories
 
@@ -163,7 +163,7 @@ def run_lightning(s: SFTSetup) -> Run:
         enable_model_summary=False,
         callbacks=[stamps],
     )
-    trainer.fit(SFTModule(model, s.tokenizer, lr=LR), s.loader())
+    trainer.fit(SFTModule(model, s.tokenizer, SFTSettings(lr=LR, warmup_ratio=0.0, lr_schedule="constant")), s.loader())
     return Run(s.window(stamps.stamps), stamps.tokens, stamps.nonpad, stamps.padded, model)
 
 
@@ -415,7 +415,8 @@ def bench_grpo(tokenizer: Any, prompts: int, group: int, steps: int, warmup_step
     from lightning_cort.callbacks import RolloutCallback, SandboxCallback
     from lightning_cort.models.tiny import TinyConfig
     from lightning_cort.modules.grpo import GRPOConfig, GRPOModule
-    from lightning_cort.recipes._common import WarmupConfig, task_rows, warm_start
+    from lightning_cort.recipes._steps import task_rows, warm_start
+    from lightning_cort.recipes.config import WarmupConfig
     from lightning_cort.rewards import cort_reward
     from lightning_cort.rollout import RolloutConfig, SamplingConfig
     from lightning_cort.rollout.sampler import collate_prompts

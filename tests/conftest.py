@@ -39,7 +39,8 @@ def trained_policy(tokenizer):
 
     from lightning_cort.formats import CoRTFormat
     from lightning_cort.models.tiny import TinyConfig
-    from lightning_cort.recipes._common import WarmupConfig, warm_start
+    from lightning_cort.recipes._steps import warm_start
+    from lightning_cort.recipes.config import WarmupConfig
     from lightning_cort.tasks import CalculatorTask
 
     torch.manual_seed(0)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_cort.answers import AnswerChecker, check_answer, normalize_gold
+from lightning_cort.answer_pool import AnswerChecker
+from lightning_cort.answers import check_answer, normalize_gold
 
 CORT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cort"
 BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "olympiad_bench")

@@ -45,7 +45,7 @@ def _check_run(run_dir: Path, metrics: dict, datasets: list[str]) -> None:
 
 def test_synthetic_task_end_to_end(tmp_path, trained_policy, capsys):
     run_dir = tmp_path / "run"
-    metrics = eval_recipe.main([*TINY, "--run_dir", str(run_dir), "--task.eval_size", "12"])
+    metrics = eval_recipe.main([*TINY, "--run_dir", str(run_dir), "--limit", "12"])
     _check_run(run_dir, metrics, ["calculator"])
     assert metrics["calculator"]["problems"] == 12
     assert "evaluation" in capsys.readouterr().out  # the rich table
@@ -68,7 +68,7 @@ def test_slice_of_each_cort_benchmark(tmp_path, trained_policy):
 
 def test_interrupted_eval_resumes_without_regenerating(tmp_path, trained_policy):
     run_dir = tmp_path / "run"
-    args = [*TINY, "--run_dir", str(run_dir), "--task.eval_size", "6", "--batch_size", "2"]
+    args = [*TINY, "--run_dir", str(run_dir), "--limit", "6", "--batch_size", "2"]
     eval_recipe.main(args)
     lines = (run_dir / "generations.jsonl").read_text().splitlines(keepends=True)
     assert len(lines) == 6
@@ -113,7 +113,7 @@ def test_loads_a_lora_adapter_and_a_lightning_checkpoint(tmp_path, tokenizer):
     from lightning_cort.data import trajectory_from_text
     from lightning_cort.formats import CoRTFormat
     from lightning_cort.models.policy import LoraSettings, PolicySettings, export_policy, load_policy
-    from lightning_cort.modules import SFTModule
+    from lightning_cort.modules import SFTModule, SFTSettings
     from lightning_cort.trajectory import collate_trajectories
 
     base, _ = load_policy(PolicySettings(tiny=TinyConfig(num_layers=2)), tokenizer)
@@ -141,7 +141,7 @@ def test_loads_a_lora_adapter_and_a_lightning_checkpoint(tmp_path, tokenizer):
     trainer = L.Trainer(
         accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
-    trainer.fit(SFTModule(policy, tokenizer, lr=1e-2), loader)
+    trainer.fit(SFTModule(policy, tokenizer, SFTSettings(lr=1e-2, warmup_ratio=0.0, lr_schedule="constant")), loader)
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     cfg = eval_recipe.EvalConfig(
         model=eval_recipe.EvalModelConfig(path=str(tmp_path / "base"), checkpoint=str(tmp_path / "run.ckpt"))

@@ -178,7 +178,7 @@ def test_eval_recipe_scores_the_real_models_correct_answers_as_correct(qwen_dir,
     metrics = eval_recipe.main(
         [
             "--model.path", "packaged:qwen2.5-coder-0.5b-instruct", "--model.dtype", "bfloat16",
-            "--task.eval_size", "8", "--max_total_tokens", "400", "--max_tokens_per_call", "400",
+            "--limit", "8", "--max_total_tokens", "400", "--max_tokens_per_call", "400",
             "--progress", "false", "--run_dir", str(tmp_path / "eval"),
         ]
     )  # fmt: skip
@@ -196,7 +196,7 @@ def test_instruct_yamls_score_a_real_instruct_models_answers(yaml, qwen, cort_ro
     responses: a response whose final box holds the gold gets the top reward, any other does not."""
     from lightning_cort.data import trajectory_from_text
     from lightning_cort.hints import convert
-    from lightning_cort.recipes._common import parse_config
+    from lightning_cort.recipes._cli import parse_config
     from lightning_cort.recipes.rl import RLConfig
     from lightning_cort.rewards import correctness_reward, cort_reward, retool_reward
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_cort.recipes._common import parse_config
+from lightning_cort.recipes._cli import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -61,7 +61,7 @@ def test_yaml_instantiates_against_its_entry_point(path, tmp_path):
     model = parts.model
     assert all(p.device.type == "meta" for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    from lightning_cort.recipes._config import policy_architecture
+    from lightning_cort.recipes._plan import policy_architecture
 
     arch = policy_architecture(cfg.model, len(parts.tokenizer))
     if cfg.model.lora is not None:
@@ -183,6 +183,69 @@ def test_bad_rl_settings_are_one_line_errors_at_start(args, message, capsys):
     assert message in refused(args, capsys)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task.digits", "4"], "task.* is set but this run does not use it (data.train and data.val are given)"),
+        (["--warmup.epochs", "2"], "warmup.* is set but this run does not use it (model.name_or_path is"),
+        (["--model.tiny.num_layers", "2"], "model.tiny.* is set but this run does not use it"),
+    ],
+)
+def test_the_tiny_tasks_sections_are_refused_where_they_do_not_apply(args, message, capsys):
+    from lightning_cort.recipes.rft import RFTConfig
+
+    path = ROOT / "recipes/rl/r1-distill-qwen-1.5b_lora_1gpu.yaml"
+    assert message in refused(["--config", str(path), "--data.val", "v.jsonl", *args], capsys)
+    # The default tiny run uses both sections.
+    assert parse_config(RFTConfig, ["--task.digits", "4", "--warmup.epochs", "2"], "t", "").task.digits == 4
+
+
+def test_a_saved_config_leaves_out_the_sections_the_run_does_not_use(tmp_path):
+    from lightning_cort.recipes._cli import save_config
+    from lightning_cort.recipes.rl import RLConfig
+
+    real = parse_config(RLConfig, ["--config", str(ROOT / "recipes/rl/r1-distill-qwen-1.5b_lora_1gpu.yaml")], "t", "")
+    save_config(real, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert "warmup" not in saved and "tiny" not in saved["model"] and "task" not in saved  # data.train, held_out 0
+    again = parse_config(RLConfig, ["--config", str(tmp_path / "config.yaml")], "t", "")
+    assert again == real
+    save_config(RLConfig(), tmp_path)  # the tiny default run uses them all
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert {"task", "warmup"} <= set(saved) and "tiny" in saved["model"]
+
+
+def test_the_warm_start_trains_through_the_sft_recipes_path_on_the_runs_accelerator(tokenizer, monkeypatch):
+    """The warm start is the SFT recipe's ``train_sft`` with the run's accelerator and precision, on one device
+    (a 2-process DDP run warm-starts the same way on each rank, from the cache after the first)."""
+    from dataclasses import replace
+
+    from lightning_cort.formats import CoRTFormat
+    from lightning_cort.models.tiny import TinyConfig
+    from lightning_cort.recipes import _steps
+    from lightning_cort.recipes.config import TrainerConfig, WarmupConfig
+    from lightning_cort.tasks import CalculatorTask
+
+    calls = []
+    real_train_sft = _steps.train_sft
+
+    def recording(module, examples, options, trainer, run_dir, **kw):
+        calls.append((options, trainer, run_dir, kw["phase"]))
+        return real_train_sft(module, examples, options, replace(trainer, precision=None), run_dir, **kw)
+
+    monkeypatch.setattr(_steps, "train_sft", recording)
+    warmup = WarmupConfig(examples=8, epochs=1, batch_size=4, cache=False)
+    run = TrainerConfig(accelerator="cpu", devices=2, strategy="ddp", precision="bf16-mixed", resume="last")
+    model, cached = _steps.warm_start(
+        tokenizer, TinyConfig(num_layers=1), warmup, CalculatorTask(seed=5), CoRTFormat(), 0, False, trainer=run
+    )
+    assert not cached and model.training
+    [(options, trainer, run_dir, phase)] = calls
+    assert options is warmup and run_dir is None and phase == "warm start (SFT)"
+    assert (trainer.accelerator, trainer.precision) == ("cpu", "bf16-mixed")
+    assert (trainer.devices, trainer.strategy, trainer.resume, trainer.checkpoint_every_n_steps) == (1, "auto", None, 0)
+
+
 def test_a_reward_by_import_path_reaches_the_module(tmp_path):
     from lightning_cort.recipes.rl import RLConfig, build
     from lightning_cort.rewards import retool_reward
@@ -197,7 +260,7 @@ def test_a_reward_by_import_path_reaches_the_module(tmp_path):
 
 
 def test_vllm_kv_cache_size_reaches_the_engine_and_a_bad_size_is_refused_before_loading(tmp_path):
-    from lightning_cort.recipes._config import vllm_arguments
+    from lightning_cort.recipes._steps import vllm_arguments
     from lightning_cort.recipes.rl import RLConfig, build
 
     cfg = parse_config(RLConfig, ["--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "1.5"], "t", "")
@@ -259,7 +322,7 @@ def test_sft_recipe_trains_on_a_trace_file_and_resumes(tmp_path):
         for p in task.problems("train", 48):
             f.write(json.dumps({"prompt": build_prompt(p.question), "completion": trace_for(p, "hint")}) + "\n")
     common = [
-        "--data.train", f"[{data}]", "--sft.batch_size", "8", "--task.eval_size", "4", "--progress", "false",
+        "--data.train", f"[{data}]", "--sft.batch_size", "8", "--held_out.size", "4", "--progress", "false",
         "--trainer.checkpoint_every_n_steps", "3", "--run_dir", str(tmp_path / "run"),
     ]  # fmt: skip
     first = sft.main([*common, "--sft.epochs", "1"])
@@ -280,7 +343,7 @@ def test_recipe_no_argument_run_on_a_tiny_setting(method, tmp_path):
         # The default warm start (cached for the session): a policy that solves most problems, so rounds keep data.
         "rft": ["--rft.prompts", "8", "--rft.rounds", "2", "--rft.batch_size", "4"],
     }[method]  # fmt: skip
-    summary = module.main([*small, "--task.eval_size", "8", "--progress", "false", "--run_dir", str(tmp_path)])
+    summary = module.main([*small, "--held_out.size", "8", "--progress", "false", "--run_dir", str(tmp_path)])
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     for key in ("accuracy_before", "accuracy_after", "tokens_per_response", "tool_calls_per_response"):

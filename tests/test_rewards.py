@@ -120,7 +120,7 @@ def test_every_scorer_agrees_for_thinking_and_instruct_templates(tokenizer, comp
     that opens <think> (the tiny model's, like R1-Distill's) and one that does not (an instruct model's)."""
     import copy
 
-    from lightning_cort.answers import AnswerChecker
+    from lightning_cort.answer_pool import AnswerChecker
     from lightning_cort.data import trajectory_from_text
     from lightning_cort.evaluation import record_response, trajectory_record
     from lightning_cort.filters import correct as correct_filter

@@ -19,8 +19,8 @@ from lightning_cort.filters import (
     shows_result_distrust,
 )
 from lightning_cort.formats import CoRTFormat
-from lightning_cort.modules import RFTModule
-from lightning_cort.rollout import RolloutConfig, RolloutEngine, SamplingConfig
+from lightning_cort.modules import RFTModule, RFTSettings
+from lightning_cort.rollout import RolloutConfig, RolloutEngine
 from lightning_cort.sandbox import LocalSandbox
 from lightning_cort.tasks import CalculatorTask, build_prompt
 
@@ -86,6 +86,10 @@ def test_rft_module_validates_arguments(tokenizer, trained_policy):
         RFTModule(trained_policy, tokenizer, [{"answer": "1"}])
     with pytest.raises(ValueError, match="prompts is empty"):
         RFTModule(trained_policy, tokenizer, [])
+    with pytest.raises(ValueError, match="samples_per_prompt must be >= 1"):
+        RFTSettings(samples_per_prompt=0)
+    with pytest.raises(ValueError, match="per_prompt must be >= 0"):
+        RFTSettings(per_prompt=-1)
 
 
 def _rows(n):
@@ -120,17 +124,8 @@ def test_rft_rounds_sample_filter_and_train_every_parameter(tokenizer, trained_p
 
     policy = copy.deepcopy(trained_policy).train()
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    module = RFTModule(
-        policy,
-        tokenizer,
-        _rows(6),
-        samples_per_prompt=4,
-        filters=[lambda t, row: successful_code_output(t)],
-        per_prompt=2,
-        batch_size=4,
-        lr=1e-4,
-        sampling=SamplingConfig(temperature=1.0, max_new_tokens=160),
-    )
+    settings = RFTSettings(samples_per_prompt=4, per_prompt=2, batch_size=4, lr=1e-4, temperature=1.0)
+    module = RFTModule(policy, tokenizer, _rows(6), settings, filters=[lambda t, row: successful_code_output(t)])
     callbacks = _interpreter(RolloutConfig(max_calls=2, max_total_tokens=160))
     trainer = _trainer(callbacks, max_epochs=2, reload_dataloaders_every_n_epochs=1)
     trainer.fit(module)
@@ -152,7 +147,7 @@ def test_rft_needs_reloading_dataloaders_for_several_rounds(tokenizer, trained_p
 
 def test_rft_round_with_nothing_kept_is_a_clear_error(tokenizer, trained_policy):
     rows = [{"prompt": r["prompt"], "answer": "not a number"} for r in _rows(2)]
-    module = RFTModule(trained_policy, tokenizer, rows, samples_per_prompt=2)
+    module = RFTModule(trained_policy, tokenizer, rows, RFTSettings(samples_per_prompt=2))
     callbacks = _interpreter(RolloutConfig(max_calls=1, max_total_tokens=64))
     trainer = _trainer(callbacks, max_epochs=1)
     with pytest.raises(RuntimeError, match="passed the filters"):
@@ -165,7 +160,7 @@ def test_rft_round_with_nothing_kept_can_be_allowed(tokenizer, trained_policy):
     rows = [{"prompt": r["prompt"], "answer": "not a number"} for r in _rows(2)]
     policy = copy.deepcopy(trained_policy)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    module = RFTModule(policy, tokenizer, rows, samples_per_prompt=2, allow_empty_rounds=True)
+    module = RFTModule(policy, tokenizer, rows, RFTSettings(samples_per_prompt=2, allow_empty_rounds=True))
     callbacks = _interpreter(RolloutConfig(max_calls=1, max_total_tokens=64))
     trainer = _trainer(callbacks, max_epochs=2, reload_dataloaders_every_n_epochs=1)
     with pytest.warns(UserWarning, match="nothing to train on"):

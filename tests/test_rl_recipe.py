@@ -14,7 +14,7 @@ SMALL = [
     "--progress", "false",
     "--warmup.examples", "800", "--warmup.epochs", "3", "--warmup.lr", "3e-3",
     "--grpo.steps", "3", "--grpo.prompts_per_step", "4", "--grpo.group_size", "4",
-    "--task.eval_size", "16",
+    "--held_out.size", "16",
 ]
 # fmt: on
 
@@ -68,7 +68,7 @@ def test_a_run_shows_its_phases_and_no_library_noise(tmp_path):
 
     args = [
         sys.executable, "-m", "lightning_cort.recipes.rl", "--model.warm_start", "false", "--grpo.steps", "1",
-        "--grpo.prompts_per_step", "2", "--grpo.group_size", "2", "--task.eval_size", "2",
+        "--grpo.prompts_per_step", "2", "--grpo.group_size", "2", "--held_out.size", "2",
     ]  # fmt: skip
     env = {**os.environ, "COLUMNS": "160"}
     quiet = subprocess.run([*args, "--run_dir", str(tmp_path / "a")], capture_output=True, text=True, env=env)

@@ -16,7 +16,7 @@ from lightning_cort.data import ListDataset, trajectory_from_text
 from lightning_cort.formats import CoRTFormat
 from lightning_cort.models.policy import LoraSettings, PolicySettings, export_policy, load_policy
 from lightning_cort.models.tiny import TinyConfig
-from lightning_cort.modules import GRPOModule, SFTModule
+from lightning_cort.modules import GRPOModule, SFTModule, SFTSettings
 from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.rewards.functions import cort_reward
 from lightning_cort.rollout import RolloutConfig
@@ -63,7 +63,9 @@ def test_sft_changes_every_parameter(tokenizer):
         examples, batch_size=4, collate_fn=lambda b: collate_trajectories(b, tokenizer.pad_token_id)
     )
     before = _snapshot(model)
-    _trainer(max_steps=3).fit(SFTModule(model, tokenizer, lr=1e-3), loader)
+    _trainer(max_steps=3).fit(
+        SFTModule(model, tokenizer, SFTSettings(lr=1e-3, warmup_ratio=0.0, lr_schedule="constant")), loader
+    )
     assert _unchanged(model, before) == []
 
 

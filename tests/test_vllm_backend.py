@@ -113,7 +113,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
         "--rollout.sampling.logprobs", "true", "--grpo.importance_sampling", "token",
         "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
         "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
-        "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--task.eval_size", "8",
+        "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--held_out.size", "8",
         "--run_dir", str(tmp_path / "run"),
     ]
     # fmt: on

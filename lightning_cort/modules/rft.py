@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -13,30 +14,77 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_cort.data import ListDataset
-from lightning_cort.filters import TrajectoryFilter, code_decision_weights, correct, select_trajectories
+from lightning_cort.filters import (
+    CORT_FILTERS,
+    TrajectoryFilter,
+    code_decision_weights,
+    correct,
+    select_trajectories,
+)
 from lightning_cort.modules.base import RolloutModule
-from lightning_cort.modules.sft import SFTModule
+from lightning_cort.modules.sft import SFTModule, SFTSettings
 from lightning_cort.trajectory import Trajectory, TrajectoryBatch, collate_trajectories
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from lightning_cort.rollout.backends.base import SamplingConfig
+
+@dataclass
+class RFTSettings(SFTSettings):
+    """What :class:`RFTModule` samples, keeps and trains with: the SFT settings (optimizer, schedule, masking) and
+    the round's (the recipe's ``rft`` section adds how many rounds and prompts).
+
+    Attributes:
+        samples_per_prompt: Trajectories sampled per problem (``k``).
+        filters: ``cort`` (correct, no delayed computation, no result distrust) or ``correct``.
+        per_prompt: Most trajectories kept per problem (0: all that pass).
+        shortest: Keep the shortest passing trajectories first.
+        code_decision_weighting: Weight kept samples by the value of their decision to use code (AutoCode).
+        temperature: Sampling temperature of the rounds.
+        top_p: Nucleus mass of the rounds.
+        epochs_per_round: Passes over each round's kept data.
+        batch_size: Training batch size.
+        allow_empty_rounds: A first round that keeps nothing ends the run with the policy unchanged (with a warning)
+            instead of an error, for studies that report how many samples RFT kept.
+    """
+
+    lr: float = 1e-4
+    warmup_ratio: float = 0.0
+    lr_schedule: Literal["cosine", "constant"] = "constant"
+    samples_per_prompt: int = 4
+    filters: Literal["cort", "correct"] = "cort"
+    per_prompt: int = 1
+    shortest: bool = True
+    code_decision_weighting: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    epochs_per_round: int = 1
+    batch_size: int = 16
+    allow_empty_rounds: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("samples_per_prompt", "batch_size", "epochs_per_round"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_prompt < 0:
+            raise ValueError(f"per_prompt must be >= 0 (0: keep all that pass), got {self.per_prompt}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (RFT keeps sampled trajectories), got {self.temperature}")
 
 
 class RFTModule(SFTModule, RolloutModule):
     """Rejection fine-tuning: every training epoch is one round of *sample → filter → train*.
 
     At the start of each round (when Lightning builds the epoch's dataloader) the module samples
-    ``samples_per_prompt`` trajectories per prompt with the current policy through the sampler that
+    ``config.samples_per_prompt`` trajectories per prompt with the current policy through the sampler that
     :class:`~lightning_cort.callbacks.RolloutCallback` connects (with a
-    :class:`~lightning_cort.callbacks.SandboxCallback`),
-    keeps those passing every filter (by default: correct answer; CoRT adds no delayed computation and no result
-    distrust, see :data:`lightning_cort.filters.CORT_FILTERS`), at most ``per_prompt`` per prompt (shortest first
-    when ``shortest``), and trains on them with the SFT loss, interpreter output masked. One round is a classic
-    offline RFT; several rounds (``max_epochs > 1`` with ``reload_dataloaders_every_n_epochs=1``) are expert
-    iteration. ``code_decision_weighting`` weights each kept sample by the value of its decision to use code
-    (AutoCode; :func:`~lightning_cort.filters.code_decision_weights`).
+    :class:`~lightning_cort.callbacks.SandboxCallback`), keeps those passing every filter (``cort``: correct answer,
+    no delayed computation, no result distrust, see :data:`lightning_cort.filters.CORT_FILTERS`), at most
+    ``per_prompt`` per prompt (shortest first when ``shortest``), and trains on them with the SFT loss, interpreter
+    output masked. One round is a classic offline RFT; several rounds (``max_epochs > 1`` with
+    ``reload_dataloaders_every_n_epochs=1``) are expert iteration. ``code_decision_weighting`` weights each kept
+    sample by the value of its decision to use code (AutoCode; :func:`~lightning_cort.filters.code_decision_weights`).
 
     Under DDP/FSDP each rank samples its share of the prompts; the kept trajectories are gathered on every rank, so
     the distributed sampler shards one common dataset.
@@ -45,24 +93,10 @@ class RFTModule(SFTModule, RolloutModule):
         model: The policy.
         tokenizer: Its tokenizer.
         prompts: Dataset rows, each with a ``prompt`` (the user message) and what the filters need (``answer``).
-        samples_per_prompt: ``k``.
-        filters: Callables ``(trajectory, row) -> bool``; all must pass.
-        per_prompt: Most trajectories kept per prompt (``None``: all that pass).
-        shortest: Prefer the shortest passing trajectories.
-        code_decision_weighting: AutoCode-style per-sample weights.
-        batch_size: Training batch size.
-        epochs_per_round: Passes over each round's kept data.
-        sampling: Sampling settings of the rounds (default: the rollout callback's).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        mask_tool_output: Exclude interpreter output from the loss.
-        warmup_steps: Linear warm-up steps.
-        lr_schedule: ``constant`` or ``cosine``.
-        min_lr_ratio: Floor of the cosine schedule.
+        config: The round and training settings (the recipe passes its ``rft`` section whole).
+        filters: Custom filters ``(trajectory, row) -> bool``, all of which must pass, instead of
+            ``config.filters``.
         seed: Shuffling seed of the kept data.
-        allow_empty_rounds: When a round keeps nothing and there is no earlier round to reuse, train on nothing
-            (with a warning) instead of raising, for studies that report how many samples RFT kept. Lightning ends
-            the fit at an epoch without batches, so no further round is sampled and the policy is unchanged.
     """
 
     def __init__(
@@ -70,57 +104,25 @@ class RFTModule(SFTModule, RolloutModule):
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         prompts: Sequence[Mapping[str, Any]],
-        samples_per_prompt: int = 4,
-        filters: Sequence[TrajectoryFilter] = (correct,),
-        per_prompt: int | None = 1,
-        shortest: bool = True,
-        code_decision_weighting: bool = False,
-        batch_size: int = 8,
-        epochs_per_round: int = 1,
-        sampling: SamplingConfig | None = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        mask_tool_output: bool = True,
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
-        min_lr_ratio: float = 0.05,
+        config: RFTSettings | None = None,
+        *,
+        filters: Sequence[TrajectoryFilter] | None = None,
         seed: int = 0,
-        allow_empty_rounds: bool = False,
     ) -> None:
-        super().__init__(
-            model,
-            tokenizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            mask_tool_output=mask_tool_output,
-            warmup_steps=warmup_steps,
-            lr_schedule=lr_schedule,
-            min_lr_ratio=min_lr_ratio,
-        )
-        errors = []
+        config = config if config is not None else RFTSettings()
+        super().__init__(model, tokenizer, config)
+        self.config: RFTSettings = config
         rows = list(prompts)
         if not rows:
-            errors.append("prompts is empty")
+            raise ValueError("RFTModule: prompts is empty")
         bad = [i for i, r in enumerate(rows) if not isinstance(r, Mapping) or "prompt" not in r]
         if bad:
-            errors.append(f"rows {bad[:10]} have no 'prompt' field (the user message)")
-        if samples_per_prompt < 1 or batch_size < 1 or epochs_per_round < 1:
-            errors.append("samples_per_prompt, batch_size and epochs_per_round must be >= 1")
-        if per_prompt is not None and per_prompt < 1:
-            errors.append(f"per_prompt must be >= 1 or None, got {per_prompt}")
-        if errors:
-            raise ValueError("invalid RFTModule arguments: " + "; ".join(errors))
+            raise ValueError(f"RFTModule: rows {bad[:10]} have no 'prompt' field (the user message)")
         self.prompts = rows
-        self._samples_per_prompt = samples_per_prompt
+        if filters is None:
+            filters = CORT_FILTERS if config.filters == "cort" else (correct,)
         self.filters = tuple(filters)
-        self.per_prompt = per_prompt
-        self.shortest = shortest
-        self.code_decision_weighting = code_decision_weighting
-        self.batch_size = batch_size
-        self.epochs_per_round = epochs_per_round
-        self.sampling = sampling
         self.seed = seed
-        self.allow_empty_rounds = allow_empty_rounds
         #: Statistics of each round: sampled, kept, prompts_with_data, accuracy.
         self.rounds: list[dict[str, float]] = []
         #: The kept trajectories of the current round (on this rank, after gathering).
@@ -130,7 +132,7 @@ class RFTModule(SFTModule, RolloutModule):
     @property
     @override
     def samples_per_prompt(self) -> int:
-        return self._samples_per_prompt
+        return self.config.samples_per_prompt
 
     @override
     def setup(self, stage: str) -> None:
@@ -155,18 +157,19 @@ class RFTModule(SFTModule, RolloutModule):
             )
         rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
         rows = self.prompts[rank::world]
-        samples = self.rollout_sampler.sample(
-            self.model, rows, self.samples_per_prompt, self.trainer.global_step, sampling=self.sampling
-        )
+        sampler = self.rollout_sampler
+        sampling = replace(sampler.sampling, temperature=self.config.temperature, top_p=self.config.top_p)
+        samples = sampler.sample(self.model, rows, self.samples_per_prompt, self.trainer.global_step, sampling=sampling)
         k = self.samples_per_prompt
         groups = [samples[i * k : (i + 1) * k] for i in range(len(rows))]
-        kept_groups = select_trajectories(groups, self.filters, per_prompt=self.per_prompt, shortest=self.shortest)
+        c = self.config
+        kept_groups = select_trajectories(groups, self.filters, per_prompt=c.per_prompt or None, shortest=c.shortest)
         pairs: list[tuple[Trajectory, float]] = []
         n_correct = 0
         for group, kept in zip(groups, kept_groups):
             successes = [self.is_correct(t) if "answer" in t.row else False for t in group]
             n_correct += sum(successes)
-            weights = code_decision_weights(group, successes) if self.code_decision_weighting else [1.0] * len(group)
+            weights = code_decision_weights(group, successes) if c.code_decision_weighting else [1.0] * len(group)
             by_id = {id(t): w for t, w in zip(group, weights)}
             pairs.extend((t, by_id[id(t)]) for t in kept)
         local = {
@@ -195,7 +198,7 @@ class RFTModule(SFTModule, RolloutModule):
                 "filters; training on the previous round's data again"
             )
             pairs = self._previous
-        if not pairs and self.allow_empty_rounds:
+        if not pairs and self.config.allow_empty_rounds:
             rank_zero_warn(
                 f"RFT round {len(self.rounds)}: none of {int(stats['sampled'])} sampled trajectories passed the "
                 "filters; nothing to train on this round"
@@ -210,13 +213,13 @@ class RFTModule(SFTModule, RolloutModule):
         self._previous = pairs
         items = []
         rng = random.Random(self.seed + len(self.rounds))
-        for _ in range(self.epochs_per_round):
+        for _ in range(self.config.epochs_per_round):
             shuffled = list(pairs)
             rng.shuffle(shuffled)
             items.extend(shuffled)
         pad = self.tokenizer.pad_token_id
         return DataLoader(
-            ListDataset(items), batch_size=self.batch_size, shuffle=False, collate_fn=lambda b: _collate(b, pad)
+            ListDataset(items), batch_size=self.config.batch_size, shuffle=False, collate_fn=lambda b: _collate(b, pad)
         )
 
     @override

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -15,6 +16,36 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+@dataclass
+class SFTSettings:
+    """What :class:`SFTModule` trains with (the recipes' ``sft`` section adds the data and batch settings).
+
+    Attributes:
+        lr: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: Fraction of the optimizer steps with a linear learning-rate warm-up.
+        lr_schedule: ``cosine`` decay to ``min_lr_ratio × lr`` at the last step after the warm-up, or ``constant``.
+        min_lr_ratio: Floor of the cosine schedule.
+        mask_tool_output: Keep interpreter output out of the loss (CoRT, ReTool); ``false`` trains on it too
+            (R1-Code-Interpreter's ablation).
+    """
+
+    lr: float = 1.5e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.05
+    mask_tool_output: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
 class SFTModule(PolicyModule):
     """Next-token cross-entropy on the completion of each example.
 
@@ -24,31 +55,15 @@ class SFTModule(PolicyModule):
     Args:
         model: The causal LM.
         tokenizer: Its tokenizer.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        mask_tool_output: Exclude interpreter-output tokens from the loss (CoRT, ReTool); ``False`` trains on them
-            too (R1-Code-Interpreter's ablation).
-        warmup_steps: Linear warm-up steps of the learning rate.
-        lr_schedule: ``constant`` after warm-up, or ``cosine`` decay to ``min_lr_ratio × lr`` at the last step.
-        min_lr_ratio: Floor of the cosine schedule.
+        config: Optimizer, schedule and masking (the recipes pass their ``sft`` section whole).
     """
 
     def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        mask_tool_output: bool = True,
-        warmup_steps: int = 0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
-        min_lr_ratio: float = 0.05,
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: SFTSettings | None = None
     ) -> None:
-        super().__init__(model, tokenizer, lr=lr, weight_decay=weight_decay)
-        self.mask_tool_output = mask_tool_output
-        self.warmup_steps = warmup_steps
-        self.lr_schedule = lr_schedule
-        self.min_lr_ratio = min_lr_ratio
+        config = config if config is not None else SFTSettings()
+        super().__init__(model, tokenizer, lr=config.lr, weight_decay=config.weight_decay)
+        self.config = config
 
     @override
     def training_step(
@@ -59,7 +74,7 @@ class SFTModule(PolicyModule):
         times, over the same token count."""
         data, weights = batch if isinstance(batch, tuple) else (batch, None)
         logp = self.completion_logprobs(data)  # [B, T]
-        mask = (data.loss_mask if self.mask_tool_output else data.completion_mask).to(self.device, logp.dtype)
+        mask = (data.loss_mask if self.config.mask_tool_output else data.completion_mask).to(self.device, logp.dtype)
         denom = mask.sum().clamp(min=1.0)
         if weights is not None:
             mask = mask * weights.to(self.device, logp.dtype)[:, None]
@@ -70,10 +85,12 @@ class SFTModule(PolicyModule):
     @override
     def configure_optimizers(self):  # type: ignore[override]
         opt = super().configure_optimizers()
-        if not self.warmup_steps and self.lr_schedule == "constant":
+        c = self.config
+        if not c.warmup_ratio and c.lr_schedule == "constant":
             return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.lr_schedule == "cosine" else 0
-        warm, floor = self.warmup_steps, self.min_lr_ratio
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        total = steps if c.lr_schedule == "cosine" else 0
+        warm, floor = (max(1, int(steps * c.warmup_ratio)) if c.warmup_ratio else 0), c.min_lr_ratio
 
         def factor(step: int) -> float:
             if step < warm:

@@ -1,12 +1,29 @@
-"""Steps the training recipes share after building their parts: held-out evaluation, policy export, the summary."""
+"""The steps a training recipe takes, in the order it takes them: start the run (seed, run directory, memory plan),
+build the policy (loaded, or the tiny model's cached warm start), read the rows, build the Trainer and its
+callbacks, evaluate before, train, finish (evaluate after, export, summary). Each recipe's ``run`` calls these top to
+bottom; what a run shows and leaves behind is in :mod:`lightning_cort.recipes._report`."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-import math
-from dataclasses import dataclass, field
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from lightning_cort.recipes.config import (
+    DataConfig,
+    PolicyConfig,
+    SFTOptions,
+    TaskConfig,
+    TrainerConfig,
+    WarmupConfig,
+    world_size,
+)
 
 if TYPE_CHECKING:
     import lightning as L
@@ -14,7 +31,8 @@ if TYPE_CHECKING:
 
     from lightning_cort.callbacks import TokenEfficiencyCallback
     from lightning_cort.formats.base import CodeFormat
-    from lightning_cort.recipes._config import DataConfig
+    from lightning_cort.models.tiny import TinyConfig
+    from lightning_cort.recipes.config import RolloutOptions
     from lightning_cort.rollout import RolloutConfig
     from lightning_cort.tasks.calculator import CalculatorTask
     from lightning_cort.trajectory import Trajectory
@@ -53,139 +71,7 @@ class RunParts:
     efficiency: TokenEfficiencyCallback | None = None
 
 
-#: Metrics shown in the recipes' before/after table, with their number format.
-SUMMARY_METRICS = {
-    "accuracy": "{:.3f}",
-    "tokens_per_response": "{:.1f}",
-    "tokens_per_correct": "{:.1f}",
-    "tool_calls_per_response": "{:.2f}",
-    "code_success_rate": "{:.3f}",
-}
-
-
-def eval_rows(data: DataConfig, task: CalculatorTask, size: int) -> list[dict[str, Any]]:
-    """Held-out rows: ``size`` problems of the built-in task's test split (none when ``data.val`` files are set,
-    which are used instead)."""
-    from lightning_cort.recipes._common import task_rows
-
-    if data.val:
-        from lightning_cort.evaluation import load_rows
-        from lightning_cort.formats.cort import CORT_SUFFIX
-
-        suffix = data.prompt_suffix if data.prompt_suffix is not None else CORT_SUFFIX
-        rows: list[dict[str, Any]] = []
-        for spec in data.val:
-            rows.extend(load_rows(spec, data.columns, limit=size or None, prompt_suffix=suffix))
-        return rows
-    return task_rows(task, "test", size) if size > 0 else []
-
-
-def greedy_eval(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: list[dict[str, Any]],
-    code_format: CodeFormat,
-    rollout: RolloutConfig,
-    progress: bool = False,
-    description: str = "held-out evaluation",
-) -> tuple[dict[str, float], list[Trajectory]]:
-    """Greedy rollouts of ``rows`` with a fresh local sandbox, scored (empty metrics for no rows)."""
-    if not rows:
-        return {}, []
-    from lightning_cort.evaluation import evaluate
-    from lightning_cort.sandbox import LocalSandbox
-
-    with LocalSandbox(timeout=rollout.timeout or 5.0) as sandbox:
-        return evaluate(
-            model, tokenizer, rows, code_format, sandbox, rollout, progress=progress, description=description
-        )
-
-
-def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Path:
-    """Export the trained policy to ``<run_dir>/policy`` (merged weights for LoRA; the adapter alone for 4-bit)."""
-    from lightning_cort.models.policy import export_policy, is_peft_model, is_quantized
-
-    mode = "full"
-    if is_peft_model(model):
-        mode = "adapter" if is_quantized(model) else "merged"
-    return export_policy(model, tokenizer, run_dir / "policy", mode=mode)  # type: ignore[arg-type]
-
-
-def write_generations(trajectories: list[Trajectory], path: Path) -> None:
-    """One JSON line per held-out trajectory: id, gold answer, completion, finish reason."""
-    with open(path, "w", encoding="utf-8") as f:
-        for t in trajectories:
-            record = {
-                "id": t.row.get("id"),
-                "answer": t.row.get("answer"),
-                "completion": t.completion_text,
-                "finish_reason": t.finish_reason,
-            }
-            f.write(json.dumps(record) + "\n")
-
-
-def plot_training_curves(run_dir: Path, curves: dict[str, str], title: str) -> Path | None:
-    """``training_curves.png``: each logged metric of ``curves`` (``{"train/reward": "mean reward", ...}``) against
-    the training step, read from the run's CSV log (``None`` when nothing was logged)."""
-    import csv
-
-    logs = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not logs:
-        return None
-    series: dict[str, list[float]] = {k: [] for k in curves}
-    with open(logs[-1], newline="") as f:
-        for row in csv.DictReader(f):
-            for key in curves:
-                if row.get(key):
-                    series[key].append(float(row[key]))
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.3), squeeze=False)
-    for ax, (key, values) in zip(axes[0], series.items()):
-        ax.plot(range(1, len(values) + 1), values, marker=".")
-        ax.set_xlabel("step")
-        ax.set_ylabel(curves[key])
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out = run_dir / "training_curves.png"
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def finite(metrics: dict[str, float]) -> dict[str, float | None]:
-    """``metrics`` with NaN/inf replaced by ``None`` (JSON has no NaN)."""
-    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None) for k, v in metrics.items()}
-
-
-def write_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    """``summary.json`` in the run directory."""
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def print_summary(title: str, before: dict[str, Any], after: dict[str, Any], footer: list[str]) -> None:
-    """A before/after table of :data:`SUMMARY_METRICS` and a few lines under it."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    for key, fmt in SUMMARY_METRICS.items():
-        cells = [before.get(key), after.get(key)]
-        table.add_row(key, *("-" if v is None else fmt.format(v) for v in cells))
-    console = Console()
-    console.print(table)
-    for line in footer:
-        console.print(line)
+# -- start -------------------------------------------------------------------------------------------------------------
 
 
 def begin(cfg: Any, recipe: str, plan_fn: Any) -> tuple[Path, dict[str, Any] | None]:
@@ -197,8 +83,8 @@ def begin(cfg: Any, recipe: str, plan_fn: Any) -> tuple[Path, dict[str, Any] | N
     import lightning as L
     import torch
 
-    from lightning_cort.recipes._common import make_run_dir, save_config
-    from lightning_cort.recipes._config import check_plan, report_plan
+    from lightning_cort.recipes._cli import make_run_dir, save_config
+    from lightning_cort.recipes._plan import check_plan, report_plan
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -213,14 +99,378 @@ def begin(cfg: Any, recipe: str, plan_fn: Any) -> tuple[Path, dict[str, Any] | N
     return run_dir, None
 
 
+# -- the policy --------------------------------------------------------------------------------------------------------
+
+
+def build_policy(
+    model: PolicyConfig,
+    *,
+    task: CalculatorTask,
+    code_format: CodeFormat,
+    warmup: WarmupConfig,
+    trainer: TrainerConfig,
+    seed: int,
+    run_dir: Path,
+    progress: bool,
+    meta: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Build the policy and its tokenizer.
+
+    With ``meta`` nothing is loaded or trained: the model is built on the meta device from its shape (LoRA applied,
+    so parameter names and trainable counts are real) and the tokenizer is the tiny one, which is how the recipe
+    tests instantiate every shipped YAML without downloading weights.
+
+    Returns:
+        ``(model, tokenizer, info)``; ``info`` says whether a tiny warm start came from the cache and how long it took.
+    """
+    import time
+    from dataclasses import replace
+
+    from lightning_cort.models.policy import load_policy
+    from lightning_cort.models.tiny import tiny_tokenizer
+
+    if meta:
+        return _meta_policy(model)
+    info: dict[str, Any] = {"warmup_from_cache": None, "warmup_seconds": 0.0}
+    if model.name_or_path is not None:
+        policy, tokenizer = load_policy(model)  # the model section is the loader's settings
+        return policy, tokenizer, info
+    from lightning_cort.models.tiny import tiny_from_config
+
+    tokenizer = tiny_tokenizer()
+    t0 = time.perf_counter()
+    if model.warm_start:
+        base, cached = warm_start(tokenizer, model.tiny, warmup, task, code_format, seed, progress, trainer=trainer)
+        info["warmup_from_cache"] = cached
+    else:
+        base = tiny_from_config(tokenizer, model.tiny)
+    info["warmup_seconds"] = round(time.perf_counter() - t0, 1)
+    if model.lora is None and model.quantization is None and model.dtype in ("float32", "auto"):
+        return base.train(), tokenizer, info
+    # LoRA, QLoRA or another dtype on the tiny model: go through the same loader as a real checkpoint.
+    base_dir = run_dir / "base_policy"
+    base.save_pretrained(str(base_dir))
+    policy, tokenizer = load_policy(replace(model, name_or_path=str(base_dir)), tokenizer)
+    return policy, tokenizer, info
+
+
+def _meta_policy(model: PolicyConfig) -> tuple[Any, Any, dict[str, Any]]:
+    from lightning_cort.models.policy import add_lora
+    from lightning_cort.models.tiny import tiny_tokenizer
+    from lightning_cort.recipes._plan import policy_architecture
+
+    model.validate()
+    tokenizer = tiny_tokenizer()
+    arch = policy_architecture(model, len(tokenizer))
+    policy = arch.meta_model()
+    if model.lora is not None:
+        policy = add_lora(policy, model.lora)  # the loader's own LoRA step: real names and trainable counts
+    return policy, tokenizer, {"meta": True, "architecture": arch.to_dict()}
+
+
+def warm_start(
+    tokenizer: PreTrainedTokenizerBase,
+    tiny: TinyConfig,
+    warmup: WarmupConfig,
+    task: CalculatorTask,
+    code_format: CodeFormat,
+    seed: int,
+    progress: bool = True,
+    *,
+    trainer: TrainerConfig | None = None,
+) -> tuple[PreTrainedModel, bool]:
+    """A tiny policy supervised on code-integrated traces of the task (CoRT's SFT before RL), trained by
+    :func:`train_sft` (the SFT recipe's path) on the run's accelerator and precision, one device, and cached on
+    disk keyed by every setting that shapes it.
+
+    Returns:
+        ``(model, from_cache)``.
+    """
+    from transformers import Qwen2ForCausalLM
+
+    from lightning_cort.models.tiny import default_cache_dir, tiny_from_config
+    from lightning_cort.modules.sft import SFTModule
+
+    one_device = replace(
+        trainer or TrainerConfig(),
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+        checkpoint_every_n_steps=0,
+        resume=None,
+        log_every_n_steps=50,
+    )
+    key_src = json.dumps(
+        {
+            "v": 2,
+            "model": dataclasses.asdict(tiny),
+            "warmup": {**dataclasses.asdict(warmup), "cache": None},
+            "task": [task.kinds, task.digits, task.seed],
+            "format": code_format.name,
+            "seed": seed,
+            "accelerator": [one_device.accelerator, one_device.precision],
+            "vocab": len(tokenizer),
+            # The ids themselves: a retrained tokenizer of the same size must not reuse a policy trained on others.
+            "tokenizer": _tokenizer_fingerprint(tokenizer),
+        },
+        sort_keys=True,
+    )
+    path = default_cache_dir() / f"warmstart-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
+    if warmup.cache and (path / "config.json").exists():
+        model = Qwen2ForCausalLM.from_pretrained(str(path))
+        return model.train(), True
+    model = tiny_from_config(tokenizer, tiny)
+    if warmup.examples > 0 and warmup.epochs > 0:
+        examples = task_traces(task, tokenizer, code_format, warmup.examples, warmup.style)
+        train_sft(SFTModule(model, tokenizer, warmup), examples, warmup, one_device, None, seed=seed,
+                  progress=progress, phase="warm start (SFT)")  # fmt: skip
+    model = model.cpu()
+    if warmup.cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".warmstart-"))
+        model.save_pretrained(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    return model.train(), False
+
+
+def train_sft(
+    module: L.LightningModule,
+    examples: list[Trajectory],
+    options: SFTOptions,
+    trainer: TrainerConfig,
+    run_dir: Path | None,
+    *,
+    seed: int,
+    progress: bool,
+    phase: str = "SFT",
+) -> L.Trainer:
+    """Supervised fine-tuning of ``module`` on ``examples``: the SFT recipe's training, which the tiny model's warm
+    start shares. Batches of ``options.batch_size`` examples, shuffled from ``seed`` (length-grouped with
+    ``options.group_by_length``) by a loader that resumes mid-epoch, on a Trainer built from the ``trainer`` section
+    (``run_dir`` ``None``: no logs or checkpoints).
+
+    Returns:
+        The Trainer, after ``fit``.
+    """
+    from functools import partial
+
+    from lightning_cort.data import LengthGroupedSampler, ListDataset, ResumableDataLoader
+    from lightning_cort.trajectory import collate_trajectories
+
+    sampler = None
+    if options.group_by_length:
+        lengths = [e.prompt_ids.numel() + e.completion_ids.numel() for e in examples]
+        sampler = LengthGroupedSampler(lengths, options.batch_size, seed=seed)
+    loader = ResumableDataLoader(
+        ListDataset(examples),
+        batch_size=options.batch_size,
+        shuffle=True,
+        seed=seed,
+        collate_fn=partial(collate_trajectories, pad_token_id=module.tokenizer.pad_token_id),
+        **({"sampler": sampler} if sampler is not None else {}),
+    )
+    fit = build_trainer(
+        trainer,
+        run_dir,
+        [],
+        progress=progress,
+        phase=phase,
+        max_epochs=options.epochs,
+        accumulate_grad_batches=options.accumulate_grad_batches,
+        gradient_clip_val=options.gradient_clip or None,
+    )
+    fit.fit(module, loader, ckpt_path=resume_path(trainer, run_dir) if run_dir is not None else None)
+    return fit
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- rows --------------------------------------------------------------------------------------------------------------
+
+
+def task_rows(task: CalculatorTask, split: Literal["train", "test"], n: int, start: int = 0) -> list[dict[str, Any]]:
+    """Problems ``start .. start+n`` of a split as rows with the CoRT prompt."""
+    from lightning_cort.tasks.calculator import build_prompt
+
+    rows = []
+    for p in task.problems(split, start + n)[start:]:
+        row: dict[str, Any] = p.to_row()
+        row["prompt"] = build_prompt(p.question)
+        rows.append(row)
+    return rows
+
+
+def task_traces(
+    task: CalculatorTask,
+    tokenizer: PreTrainedTokenizerBase,
+    code_format: CodeFormat,
+    n: int,
+    style: Literal["code", "hint", "text"] = "code",
+    start: int = 0,
+) -> list[Any]:
+    """Training examples from ``n`` problems of the task's training stream, as traces in ``style``."""
+    from lightning_cort.data import trajectory_from_text
+    from lightning_cort.tasks.calculator import build_prompt, trace_for
+
+    return [
+        trajectory_from_text(
+            tokenizer, build_prompt(p.question), trace_for(p, style, code_format), code_format, row=p.to_row()
+        )
+        for p in task.problems("train", start + n)[start:]
+    ]
+
+
+def train_offset(task: TaskConfig, warmup: WarmupConfig) -> int:
+    """Where RL and RFT start in the built-in task's training stream (after the warm start's traces by default)."""
+    return task.train_offset if task.train_offset is not None else warmup.examples
+
+
+def load_problem_rows(data: DataConfig, task: CalculatorTask, n: int, start: int = 0) -> list[dict[str, Any]]:
+    """Problem rows (``prompt``, ``answer``, ...) for RL and RFT: the data files, or ``n`` built-in problems from
+    position ``start`` of the task's training stream."""
+    if not data.train:
+        return task_rows(task, "train", n, start=start)
+    from lightning_cort.evaluation import load_rows
+    from lightning_cort.formats.cort import CORT_SUFFIX
+
+    rows: list[dict[str, Any]] = []
+    suffix = data.prompt_suffix if data.prompt_suffix is not None else CORT_SUFFIX
+    for spec in data.train:
+        rows.extend(load_rows(spec, data.columns, limit=data.limit, prompt_suffix=suffix))
+    if not rows:
+        raise ValueError(f"data.train {data.train} holds no rows")
+    return rows
+
+
+def eval_rows(data: DataConfig, task: CalculatorTask, size: int) -> list[dict[str, Any]]:
+    """Held-out rows: ``size`` problems of the built-in task's test split (none when ``data.val`` files are set,
+    which are used instead)."""
+    if data.val:
+        from lightning_cort.evaluation import load_rows
+        from lightning_cort.formats.cort import CORT_SUFFIX
+
+        suffix = data.prompt_suffix if data.prompt_suffix is not None else CORT_SUFFIX
+        rows: list[dict[str, Any]] = []
+        for spec in data.val:
+            rows.extend(load_rows(spec, data.columns, limit=size or None, prompt_suffix=suffix))
+        return rows
+    return task_rows(task, "test", size) if size > 0 else []
+
+
+# -- the Trainer and its callbacks -------------------------------------------------------------------------------------
+
+
+def interpreter_callbacks(rollout: RolloutOptions, code_format: CodeFormat, seed: int) -> list[L.Callback]:
+    """The local sandbox's lifecycle and the rollout callback (the ``rollout`` section whole: the engine's limits and
+    sampling, and the backend) for a Trainer."""
+    from functools import partial
+
+    from lightning_cort.callbacks import RolloutCallback, SandboxCallback
+    from lightning_cort.sandbox import LocalSandbox
+
+    sandbox = SandboxCallback(partial(LocalSandbox, timeout=rollout.timeout))
+    return [
+        sandbox,
+        RolloutCallback(
+            code_format, rollout, sandbox=sandbox, backend=rollout.backend, vllm_kwargs=vllm_arguments(rollout, seed)
+        ),
+    ]
+
+
+def vllm_arguments(rollout: RolloutOptions, seed: int) -> dict[str, Any]:
+    """Arguments of :class:`~lightning_cort.rollout.backends.vllm.VLLMBackend` from the ``rollout`` section."""
+    return {
+        "dtype": rollout.vllm_dtype,
+        "gpu_memory_utilization": rollout.vllm_memory,
+        "tensor_parallel_size": rollout.vllm_tensor_parallel,
+        "enable_sleep_mode": rollout.vllm_sleep,
+        "seed": seed,
+    } | ({} if rollout.vllm_kv_cache_gib is None else {"kv_cache_memory_bytes": int(rollout.vllm_kv_cache_gib * 2**30)})
+
+
+def build_strategy(trainer: TrainerConfig) -> Any:
+    """The Lightning strategy object (or name) for ``trainer.strategy``."""
+    if trainer.strategy == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(data_parallel_size=world_size(trainer), tensor_parallel_size=1)
+    return trainer.strategy
+
+
+def build_trainer(
+    trainer: TrainerConfig,
+    run_dir: Path | None,
+    callbacks: list[Any],
+    *,
+    progress: bool,
+    phase: str = "train",
+    unit: str = "epoch",
+    **kwargs: Any,
+) -> L.Trainer:
+    """A Trainer writing CSV logs (and checkpoints when asked) under ``run_dir`` (``None``: neither), with a progress
+    bar named after the ``phase`` (``unit`` counts its epochs)."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lightning_cort.recipes._report import progress_callbacks
+
+    callbacks = list(callbacks)
+    if trainer.checkpoint_every_n_steps and run_dir is not None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=trainer.checkpoint_every_n_steps,
+            )
+        )
+    return L.Trainer(
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        num_nodes=trainer.num_nodes,
+        strategy=build_strategy(trainer),
+        precision=trainer.precision,  # type: ignore[arg-type]
+        default_root_dir=None if run_dir is None else str(run_dir),
+        logger=False if run_dir is None else CSVLogger(str(run_dir), name="logs"),
+        log_every_n_steps=trainer.log_every_n_steps,
+        enable_checkpointing=bool(trainer.checkpoint_every_n_steps) and run_dir is not None,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=[*callbacks, *progress_callbacks(progress, phase, unit)],
+        **kwargs,
+    )
+
+
+def resume_path(trainer: TrainerConfig, run_dir: Path) -> str | None:
+    """The checkpoint to resume from (``last`` means ``<run_dir>/checkpoints/last.ckpt`` when it exists)."""
+    if trainer.resume is None:
+        return None
+    if trainer.resume == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    if not Path(trainer.resume).exists():
+        raise FileNotFoundError(f"trainer.resume: no checkpoint at {trainer.resume}")
+    return trainer.resume
+
+
+# -- before and after --------------------------------------------------------------------------------------------------
+
+
 def evaluate_before(cfg: Any, parts: RunParts, rollout: RolloutConfig) -> tuple[list[dict[str, Any]], dict]:
     """The held-out rows (none under several processes) and the metrics before training (empty when
-    ``task.eval_before`` is off)."""
-    from lightning_cort.recipes._config import world_size
+    ``held_out.before`` is off)."""
+    from lightning_cort.recipes._report import greedy_eval
 
     single = world_size(cfg.trainer) == 1
-    held_out = eval_rows(cfg.data, parts.task, cfg.task.eval_size) if single else []
-    rows = held_out if cfg.task.eval_before else []
+    held_out = eval_rows(cfg.data, parts.task, cfg.held_out.size) if single else []
+    rows = held_out if cfg.held_out.before else []
     before, _ = greedy_eval(
         parts.model, parts.tokenizer, rows, parts.format, rollout, cfg.progress, "held-out eval, before"
     )
@@ -244,6 +494,8 @@ def finish(
         ``(summary, after)`` on rank 0, ``None`` on the other ranks.
     """
     import time
+
+    from lightning_cort.recipes._report import finite, greedy_eval, save_policy, write_generations, write_summary
 
     tokenizer = parts.tokenizer
     progress = bool(module.trainer.progress_bar_callback)

@@ -28,15 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning_cort.models.tiny import TinyConfig
-from lightning_cort.recipes._common import (
-    TaskConfig,
-    WarmupConfig,
-    make_run_dir,
-    parse_config,
-    save_config,
-    task_rows,
-    warm_start,
-)
+from lightning_cort.recipes._cli import make_run_dir, parse_config, save_config
+from lightning_cort.recipes._steps import task_rows, warm_start
+from lightning_cort.recipes.config import TaskConfig, WarmupConfig
+
+#: Held-out problems of the built-in task evaluated when ``limit`` is not set.
+BUILTIN_PROBLEMS = 200
 
 
 @dataclass
@@ -67,7 +64,7 @@ class EvalConfig:
         model: The policy.
         data: Benchmark files (``.jsonl``/``.json``/``.parquet``) or hub names; empty: the built-in calculator task.
         columns: Column names of ``problem``, ``answer`` and (optional) ``prompt``; default: CoRT's format.
-        limit: Evaluate the first ``limit`` problems of each dataset.
+        limit: Evaluate the first ``limit`` problems of each dataset (the built-in task: 200 when not set).
         prompt_suffix: Ask with this instruction, on a new line after each problem, instead of the prompt the data
             gives (CoRT's files carry CoRT's instruction; the built-in task uses it too), e.g. for a text-only arm
             with ``max_calls 0``.
@@ -159,7 +156,8 @@ def _load_model(cfg: EvalConfig) -> tuple[Any, Any]:
 
         tokenizer = tiny_tokenizer()
         task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
-        model, _ = warm_start(tokenizer, cfg.tiny, cfg.warmup, task, get_format(cfg.code_format), 0, cfg.progress)
+        fmt = get_format(cfg.code_format)
+        model, _ = warm_start(tokenizer, cfg.tiny, cfg.warmup, task, fmt, 0, cfg.progress)
     else:
         model, tokenizer = load_policy(PolicySettings(name_or_path=cfg.model.path, dtype=cfg.model.dtype))
     if cfg.model.adapter:
@@ -184,7 +182,7 @@ def _datasets(cfg: EvalConfig) -> dict[str, list[dict[str, Any]]]:
 
     if not cfg.data:
         task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
-        out = {"calculator": task_rows(task, "test", cfg.limit or cfg.task.eval_size)}
+        out = {"calculator": task_rows(task, "test", cfg.limit or BUILTIN_PROBLEMS)}
     else:
         out = {}
         for spec in cfg.data:
@@ -279,7 +277,7 @@ def score_and_report(
     run_dir: Path,
 ) -> dict[str, Any]:
     """Score every record, compute each dataset's metrics, print the table and draw the plots."""
-    from lightning_cort.answers import AnswerChecker
+    from lightning_cort.answer_pool import AnswerChecker
     from lightning_cort.evaluation import record_metrics, record_response
     from lightning_cort.metrics import no_answer_diagnosis
     from lightning_cort.rewards.math import final_answer

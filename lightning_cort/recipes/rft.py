@@ -19,51 +19,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from lightning_cort.recipes._common import parse_config
-from lightning_cort.recipes._config import RecipeConfig
+from lightning_cort.recipes._cli import parse_config
 from lightning_cort.recipes._steps import RunParts
-
-
-@dataclass
-class RFTOptions:
-    """Rejection fine-tuning settings.
-
-    Attributes:
-        rounds: Sample → filter → train rounds (expert iteration when > 1).
-        prompts: Problems sampled per round (per process).
-        samples_per_prompt: Trajectories sampled per problem (``k``).
-        filters: ``cort`` (correct, no delayed computation, no result distrust) or ``correct``.
-        per_prompt: Most trajectories kept per problem (0: all that pass).
-        shortest: Keep the shortest passing trajectories first.
-        code_decision_weighting: Weight kept samples by the value of their decision to use code (AutoCode).
-        temperature: Sampling temperature of the rounds.
-        top_p: Nucleus mass of the rounds.
-        epochs_per_round: Passes over each round's kept data.
-        batch_size: Training batch size.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        mask_tool_output: Keep interpreter output out of the loss.
-        allow_empty_rounds: A first round that keeps nothing ends the run with the policy unchanged (with a warning)
-            instead of an error.
-    """
-
-    rounds: int = 2
-    prompts: int = 128
-    samples_per_prompt: int = 4
-    filters: Literal["cort", "correct"] = "cort"
-    per_prompt: int = 1
-    shortest: bool = True
-    code_decision_weighting: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    epochs_per_round: int = 1
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    mask_tool_output: bool = True
-    allow_empty_rounds: bool = False
+from lightning_cort.recipes.config import RecipeConfig, RFTOptions
 
 
 @dataclass
@@ -78,7 +38,7 @@ class RFTConfig(RecipeConfig):
 
     def validate(self) -> None:
         """The rollout backend must be able to serve the policy on this strategy."""
-        from lightning_cort.recipes._config import check_rollout_backend
+        from lightning_cort.recipes.config import check_rollout_backend
 
         super().validate()
         check_rollout_backend(self.model, self.rollout, self.trainer)
@@ -96,7 +56,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
 def plan(cfg: RFTConfig) -> Any:
     """The per-GPU memory plan of this config."""
-    from lightning_cort.recipes._config import memory_plan
+    from lightning_cort.recipes._plan import memory_plan
 
     length = 1024 + cfg.rollout.max_total_tokens
     return memory_plan(
@@ -117,11 +77,9 @@ def plan(cfg: RFTConfig) -> Any:
 
 def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     """Build the policy, the module and its callbacks without training (``meta``: no weights, no data)."""
-
-    from lightning_cort.filters import CORT_FILTERS, correct
     from lightning_cort.formats import get_format
     from lightning_cort.modules.rft import RFTModule
-    from lightning_cort.recipes._config import (
+    from lightning_cort.recipes._steps import (
         build_policy,
         build_strategy,
         interpreter_callbacks,
@@ -134,33 +92,15 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     model, tokenizer, info = build_policy(
-        cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
-        progress=cfg.progress, meta=meta,
+        cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, trainer=cfg.trainer, seed=cfg.seed,
+        run_dir=run_dir, progress=cfg.progress, meta=meta,
     )  # fmt: skip
     r = cfg.rft
     start = train_offset(cfg.task, cfg.warmup)
     rows = [{"prompt": "placeholder"}] if meta else load_problem_rows(cfg.data, task, r.prompts, start)
-    rollout = cfg.rollout.with_sampling(temperature=r.temperature, top_p=r.top_p)
-    module = RFTModule(
-        model,
-        tokenizer,
-        rows[: r.prompts] if not cfg.data.train else rows,
-        samples_per_prompt=r.samples_per_prompt,
-        filters=CORT_FILTERS if r.filters == "cort" else (correct,),
-        per_prompt=r.per_prompt or None,
-        shortest=r.shortest,
-        code_decision_weighting=r.code_decision_weighting,
-        batch_size=r.batch_size,
-        epochs_per_round=r.epochs_per_round,
-        sampling=rollout.sampling,
-        lr=r.lr,
-        weight_decay=r.weight_decay,
-        mask_tool_output=r.mask_tool_output,
-        seed=cfg.seed,
-        allow_empty_rounds=r.allow_empty_rounds,
-    )
+    module = RFTModule(model, tokenizer, rows[: r.prompts] if not cfg.data.train else rows, r, seed=cfg.seed)
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
-    callbacks = interpreter_callbacks(cfg.rollout, fmt, rollout, cfg.seed)
+    callbacks = interpreter_callbacks(cfg.rollout, fmt, cfg.seed)
     return RunParts(fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), callbacks)
 
 
@@ -168,8 +108,8 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
     import lightning as L
 
-    from lightning_cort.recipes._config import build_trainer, resume_path
-    from lightning_cort.recipes._steps import begin, evaluate_before, finish, print_summary
+    from lightning_cort.recipes._report import print_summary
+    from lightning_cort.recipes._steps import begin, build_trainer, evaluate_before, finish, resume_path
 
     started = time.perf_counter()
     run_dir, dry = begin(cfg, "rft", plan)

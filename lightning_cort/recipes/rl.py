@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lightning_cort.modules.grpo import GRPOConfig
-from lightning_cort.recipes._common import parse_config
-from lightning_cort.recipes._config import RecipeConfig
+from lightning_cort.recipes._cli import parse_config
 from lightning_cort.recipes._steps import RunParts
+from lightning_cort.recipes.config import RecipeConfig
 
 
 @dataclass
@@ -36,7 +36,7 @@ class RLConfig(RecipeConfig):
     def validate(self) -> None:
         """A backend that can serve the policy, sampling GRPO can train on, and a reward that resolves."""
         from lightning_cort.modules.grpo import resolve_reward
-        from lightning_cort.recipes._config import check_rollout_backend, check_sampling
+        from lightning_cort.recipes.config import check_rollout_backend, check_sampling
 
         super().validate()
         check_rollout_backend(self.model, self.rollout, self.trainer)
@@ -54,14 +54,9 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     return run(cfg)
 
 
-def rollout_config(cfg: RLConfig) -> Any:
-    """The engine's limits and training-time sampling."""
-    return cfg.rollout
-
-
 def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
     """The per-GPU memory plan of this config."""
-    from lightning_cort.recipes._config import memory_plan
+    from lightning_cort.recipes._plan import memory_plan
 
     g = cfg.grpo
     per_step = g.prompts_per_step * g.group_size
@@ -94,7 +89,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     from lightning_cort.callbacks import TokenEfficiencyCallback
     from lightning_cort.formats import get_format
     from lightning_cort.modules.grpo import GRPOModule, resolve_reward
-    from lightning_cort.recipes._config import (
+    from lightning_cort.recipes._steps import (
         build_policy,
         build_strategy,
         interpreter_callbacks,
@@ -108,8 +103,8 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     fmt = get_format(cfg.code_format)
     task = CalculatorTask(kinds=cfg.task.kinds, digits=cfg.task.digits, seed=cfg.task.seed)  # type: ignore[arg-type]
     model, tokenizer, info = build_policy(
-        cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
-        progress=cfg.progress, meta=meta,
+        cfg.model, task=task, code_format=fmt, warmup=cfg.warmup, trainer=cfg.trainer, seed=cfg.seed,
+        run_dir=run_dir, progress=cfg.progress, meta=meta,
     )  # fmt: skip
     g = cfg.grpo
     if g.loss_type == "dr_grpo" and g.max_completion_length is None:
@@ -117,7 +112,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     module = GRPOModule(model, tokenizer, g, reward_fn=reward_fn)
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
     efficiency = TokenEfficiencyCallback()
-    callbacks = [*interpreter_callbacks(cfg.rollout, fmt, rollout_config(cfg), cfg.seed), efficiency]
+    callbacks = [*interpreter_callbacks(cfg.rollout, fmt, cfg.seed), efficiency]
     # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.
     rows = (
         []
@@ -135,8 +130,8 @@ def run(cfg: RLConfig) -> dict[str, Any]:
     import lightning as L
 
     from lightning_cort.data import ListDataset, ResumableDataLoader
-    from lightning_cort.recipes._config import build_trainer, resume_path
-    from lightning_cort.recipes._steps import begin, evaluate_before, finish, plot_training_curves, print_summary
+    from lightning_cort.recipes._report import plot_training_curves, print_summary
+    from lightning_cort.recipes._steps import begin, build_trainer, evaluate_before, finish, resume_path
     from lightning_cort.rollout.sampler import collate_prompts
 
     started = time.perf_counter()
@@ -145,8 +140,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         return dry
     parts = build(cfg, run_dir)
     module = parts.module
-    rollout_cfg = rollout_config(cfg)
-    held_out, before = evaluate_before(cfg, parts, rollout_cfg)
+    held_out, before = evaluate_before(cfg, parts, cfg.rollout)
 
     g = cfg.grpo
     efficiency = parts.efficiency
@@ -179,7 +173,7 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         curves = {"train/reward": "mean reward", "efficiency/tokens_per_response": "tokens per response"}
         plot = plot_training_curves(run_dir, curves, "GRPO training rollouts")
         extra["training_curves"] = str(plot) if plot else None
-    done = finish(module, parts, held_out, before, rollout_cfg, run_dir, extra, started)
+    done = finish(module, parts, held_out, before, cfg.rollout, run_dir, extra, started)
     if done is None:
         return {}
     summary, _ = done

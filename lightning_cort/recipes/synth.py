@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_cort.recipes._common import (
+from lightning_cort.recipes._cli import make_run_dir, parse_config, save_config
+from lightning_cort.recipes.config import (
     CheckedConfig,
+    PolicyConfig,
+    RolloutOptions,
     TaskConfig,
+    TrainerConfig,
     WarmupConfig,
-    make_run_dir,
-    parse_config,
-    save_config,
 )
-from lightning_cort.recipes._config import PolicyConfig, RolloutOptions
 
 
 @dataclass
@@ -113,10 +113,29 @@ class SynthConfig(CheckedConfig):
 
     def validate(self) -> None:
         """The rollout backend must be able to serve the teacher."""
-        from lightning_cort.recipes._config import check_rollout_backend
+        from lightning_cort.recipes.config import check_rollout_backend
 
         self.teacher.validate()
         check_rollout_backend(self.teacher, self.rollout)
+        super().validate()
+
+    def unused_sections(self) -> list[str]:
+        """``task`` when traces come from a file and the teacher is loaded; ``warmup`` and ``teacher.tiny`` with a
+        loaded teacher."""
+        tiny = self.teacher.name_or_path is None
+        unused = [] if (not self.synth.traces or tiny) else ["task"]
+        if not (tiny and self.teacher.warm_start):
+            unused.append("warmup")
+        if not tiny:
+            unused.append("teacher.tiny")
+        return unused
+
+    def why_unused(self, name: str) -> str:
+        if name == "task":
+            return "synth.traces is given and the teacher is not the tiny model"
+        if self.teacher.name_or_path is not None:
+            return f"teacher.name_or_path is {self.teacher.name_or_path}, not the tiny model"
+        return "teacher.warm_start is false"
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -169,7 +188,7 @@ class SynthParts:
 def build(cfg: SynthConfig, run_dir: Any, *, meta: bool = False) -> SynthParts:
     """Build the detector, the input traces and (unless ``meta``) the teacher."""
     from lightning_cort.formats import get_format
-    from lightning_cort.recipes._config import build_policy
+    from lightning_cort.recipes._steps import build_policy
     from lightning_cort.tasks.calculator import CalculatorTask
 
     cfg.validate()  # parse_config ran it already; a config built in code gets the same checks
@@ -186,8 +205,8 @@ def build(cfg: SynthConfig, run_dir: Any, *, meta: bool = False) -> SynthParts:
     else:
         parts.items = builtin_traces(task, cfg.synth.examples)
     model, tokenizer, info = build_policy(
-        cfg.teacher, task=task, code_format=fmt, warmup=cfg.warmup, seed=cfg.seed, run_dir=run_dir,
-        progress=cfg.progress,
+        cfg.teacher, task=task, code_format=fmt, warmup=cfg.warmup, trainer=TrainerConfig(), seed=cfg.seed,
+        run_dir=run_dir, progress=cfg.progress,
     )  # fmt: skip
     parts.model, parts.tokenizer, parts.info = model, tokenizer, info
     return parts
@@ -199,7 +218,7 @@ def _backend(cfg: SynthConfig, model: Any, tokenizer: Any, run_dir: Path) -> Any
     if cfg.rollout.backend == "hf":
         return HFBackend(model.eval(), tokenizer)
     from lightning_cort.models.policy import export_policy, is_peft_model
-    from lightning_cort.recipes._config import vllm_arguments
+    from lightning_cort.recipes._steps import vllm_arguments
     from lightning_cort.rollout.backends.vllm import VLLMBackend
 
     path = run_dir / "teacher"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import re
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
@@ -172,3 +173,62 @@ class _Capture:
 
     def text(self, stream: str) -> str:
         return "".join(self.parts[stream])
+
+
+def _start_failure(exc: BaseException) -> str:
+    """Why the backend cannot start, for :class:`E2BUnavailableError`."""
+    t = _error_types()
+    what = f"{type(exc).__name__}: {_describe(exc)}"
+    if isinstance(exc, t.auth):
+        return f"E2B rejected the API key ({what}); {_KEY_HELP}"
+    if isinstance(exc, (*t.http, *t.timeout, OSError)):
+        return (
+            f"cannot reach the E2B service ({what}). E2B needs outbound HTTPS to api.e2b.app and *.e2b.app (or "
+            "to the domain in E2B_DOMAIN): check the network connection, proxy settings and firewall"
+        )
+    if isinstance(exc, t.busy):
+        return f"E2B refused to create a sandbox ({what}): the plan's limits are reached, retry later"
+    return f"could not create an E2B sandbox ({what})"
+
+
+def _timeout_result(capture: _Capture, start: float, restarted: bool, max_output_bytes: int) -> ExecutionResult:
+    """The SDK's execution timeout as a ``timeout`` result, with the output received before it."""
+    stdout, out_cut = _cap(capture.text("stdout"), max_output_bytes)
+    stderr, err_cut = _cap(capture.text("stderr"), max_output_bytes)
+    return ExecutionResult(
+        "timeout",
+        stdout=stdout,
+        stderr=stderr,
+        stdout_truncated=out_cut or capture.sizes["stdout"] > max_output_bytes,
+        stderr_truncated=err_cut or capture.sizes["stderr"] > max_output_bytes,
+        duration_s=time.perf_counter() - start,
+        session_restarted=restarted,
+    )
+
+
+def _execution_result(
+    execution: Any, start: float, restarted: bool, max_output_bytes: int, include_results: bool
+) -> ExecutionResult:
+    """An SDK ``Execution`` as a result: ``ok``, or ``error``/``oom`` with the exception's name, value and traceback."""
+    stdout = "".join(execution.logs.stdout)
+    stderr = "".join(execution.logs.stderr)
+    if include_results:
+        text = getattr(execution, "text", None)
+        if text:
+            stdout += text if text.endswith("\n") else text + "\n"
+    stdout, out_cut = _cap(stdout, max_output_bytes)
+    stderr, err_cut = _cap(stderr, max_output_bytes)
+    common: dict[str, Any] = {
+        "stdout": stdout,
+        "stderr": stderr,
+        "stdout_truncated": out_cut,
+        "stderr_truncated": err_cut,
+        "duration_s": time.perf_counter() - start,
+        "session_restarted": restarted,
+    }
+    err = execution.error
+    if err is None:
+        return ExecutionResult("ok", **common)
+    traceback = _ANSI.sub("", str(err.traceback or "")).rstrip("\n")
+    error = ExecutionError(str(err.name), str(err.value), traceback)
+    return ExecutionResult("oom" if err.name == "MemoryError" else "error", error=error, **common)

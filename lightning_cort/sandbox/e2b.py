@@ -65,21 +65,22 @@ from typing import Any
 
 from lightning_cort._imports import require
 from lightning_cort.sandbox._e2b_support import (  # noqa: F401 - E2BUnavailableError is public here
-    _ANSI,
     _KEY_HELP,
     _T,
     E2BUnavailableError,
-    _cap,
     _Capture,
     _classify,
     _closed_result,
     _describe,
     _error_types,
+    _execution_result,
     _Kind,
     _serve,
     _Session,
     _Slot,
+    _start_failure,
     _stop,
+    _timeout_result,
 )
 from lightning_cort.sandbox.base import ExecutionError, ExecutionResult
 
@@ -376,23 +377,8 @@ class E2BSandbox:
                 if isinstance(e, _error_types().busy) and attempt < self.max_retries:
                     await asyncio.sleep(self._backoff(attempt))
                     continue
-                raise E2BUnavailableError(self._start_failure(e)) from e
+                raise E2BUnavailableError(_start_failure(e)) from e
             return
-
-    @staticmethod
-    def _start_failure(exc: BaseException) -> str:
-        t = _error_types()
-        what = f"{type(exc).__name__}: {_describe(exc)}"
-        if isinstance(exc, t.auth):
-            return f"E2B rejected the API key ({what}); {_KEY_HELP}"
-        if isinstance(exc, (*t.http, *t.timeout, OSError)):
-            return (
-                f"cannot reach the E2B service ({what}). E2B needs outbound HTTPS to api.e2b.app and *.e2b.app (or "
-                "to the domain in E2B_DOMAIN): check the network connection, proxy settings and firewall"
-            )
-        if isinstance(exc, t.busy):
-            return f"E2B refused to create a sandbox ({what}): the plan's limits are reached, retry later"
-        return f"could not create an E2B sandbox ({what})"
 
     def _new_slot(self) -> _Slot:
         self._slot_counter += 1
@@ -575,13 +561,13 @@ class E2BSandbox:
                 try:
                     execution = await asyncio.wait_for(call, timeout + self.request_timeout + 5.0)
                 except asyncio.TimeoutError:  # the SDK's own deadline did not fire: treat it the same way
-                    return self._timeout_result(capture, start, restarted)
-                return self._to_result(execution, start, restarted)
+                    return _timeout_result(capture, start, restarted, self.max_output_bytes)
+                return _execution_result(execution, start, restarted, self.max_output_bytes, self.include_results)
             except Exception as e:
                 failure = e
                 kind = _classify(e)
                 if kind == "timeout":
-                    return self._timeout_result(capture, start, restarted)
+                    return _timeout_result(capture, start, restarted, self.max_output_bytes)
                 if kind == "dead" and slot is not None:
                     self._mark_dead(slot)
                 elif kind == "context_lost" and sess is not None and sess.slot is slot:
@@ -604,40 +590,3 @@ class E2BSandbox:
         return ExecutionResult(
             "sandbox_error", error=error, duration_s=time.perf_counter() - start, session_restarted=restarted
         )
-
-    def _timeout_result(self, capture: _Capture, start: float, restarted: bool) -> ExecutionResult:
-        stdout, out_cut = _cap(capture.text("stdout"), self.max_output_bytes)
-        stderr, err_cut = _cap(capture.text("stderr"), self.max_output_bytes)
-        return ExecutionResult(
-            "timeout",
-            stdout=stdout,
-            stderr=stderr,
-            stdout_truncated=out_cut or capture.sizes["stdout"] > self.max_output_bytes,
-            stderr_truncated=err_cut or capture.sizes["stderr"] > self.max_output_bytes,
-            duration_s=time.perf_counter() - start,
-            session_restarted=restarted,
-        )
-
-    def _to_result(self, execution: Any, start: float, restarted: bool) -> ExecutionResult:
-        stdout = "".join(execution.logs.stdout)
-        stderr = "".join(execution.logs.stderr)
-        if self.include_results:
-            text = getattr(execution, "text", None)
-            if text:
-                stdout += text if text.endswith("\n") else text + "\n"
-        stdout, out_cut = _cap(stdout, self.max_output_bytes)
-        stderr, err_cut = _cap(stderr, self.max_output_bytes)
-        common: dict[str, Any] = {
-            "stdout": stdout,
-            "stderr": stderr,
-            "stdout_truncated": out_cut,
-            "stderr_truncated": err_cut,
-            "duration_s": time.perf_counter() - start,
-            "session_restarted": restarted,
-        }
-        err = execution.error
-        if err is None:
-            return ExecutionResult("ok", **common)
-        traceback = _ANSI.sub("", str(err.traceback or "")).rstrip("\n")
-        error = ExecutionError(str(err.name), str(err.value), traceback)
-        return ExecutionResult("oom" if err.name == "MemoryError" else "error", error=error, **common)

@@ -1,10 +1,10 @@
 """A fast, isolated local sandbox: a fork server with preloaded modules, one forked child per execution.
 
 How it works:
-    :class:`LocalSandbox` starts one small server process (``_server.py``) that imports the preloaded modules
-    (numpy, sympy and the standard math modules by default) once. Each execution is a child *forked* from it, so a
-    snippet pays neither interpreter start-up nor import time (~1 ms instead of ~25 ms for ``python -c``, ~250 ms
-    with sympy). A session is a long-lived forked child whose cells share one namespace. The server runs up to
+    :class:`LocalSandbox` starts one small server process (:mod:`lightning_cort.sandbox.server`) that imports the
+    preloaded modules (numpy, sympy and the standard math modules by default) once. Each execution is a child *forked*
+    from it, so a snippet pays neither interpreter start-up nor import time (~1 ms instead of ~25 ms for ``python -c``,
+    ~250 ms with sympy). A session is a long-lived forked child whose cells share one namespace. The server runs up to
     ``workers`` executions at once and queues the rest; the client talks to it over pipes from any number of threads.
 
 Threat model — what the model's code can and cannot do:
@@ -64,7 +64,8 @@ from typing import Any
 
 from lightning_cort.sandbox.base import ExecutionError, ExecutionResult, result_text
 
-_SERVER = Path(__file__).with_name("_server.py")
+#: The fork server: a directory run as its own program (``python -I <dir> <config>``; see its ``__init__.py``).
+_SERVER = Path(__file__).with_name("server")
 
 #: Modules imported once by the server, so snippets importing them pay nothing.
 DEFAULT_PRELOAD: tuple[str, ...] = (

@@ -59,7 +59,7 @@ def main() -> None:
         "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
         "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
         "--grpo.steps", "4", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--grpo.minibatches", "2",
-        "--grpo.kl_coef", "0.02", "--task.eval_size", "4", "--trainer.checkpoint_every_n_steps", "2",
+        "--grpo.kl_coef", "0.02", "--held_out.size", "4", "--trainer.checkpoint_every_n_steps", "2",
     ]
     # fmt: on
     if "--resume" in sys.argv:

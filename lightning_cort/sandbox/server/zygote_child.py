@@ -7,7 +7,7 @@ streams ~110, JSON decoding of the code ~45, ``os.environ`` and ``contextlib`` m
 prepares once what every child needs (:class:`Prepared`: the standard streams on descriptors 0-2, the limits, the
 encoded environment keys, numpy's seeding function), so a child does only what is its own: session and process group,
 descriptors, limits, working directory, uid, environment entries, numpy's seed. It then reads its code in a small
-binary frame (:func:`encode_code`) and writes its result in the format ``_server.py`` reads from every one-shot
+binary frame (:func:`encode_code`) and writes its result in the format ``loop.py`` reads from every one-shot
 child. Sessions keep the general path (``_child_setup``/``_run_session``): their setup is paid once per session.
 """
 
@@ -22,7 +22,7 @@ import signal
 import struct
 import sys
 
-from _fork_child import _exec_cell, _exit_code, _system_exit_error
+from child import _exec_cell, _exit_code, _system_exit_error
 
 CODE_HEADER = struct.Struct("<Id")  # byte length of the code (UTF-8, lone surrogates kept), timeout in seconds
 OK_RESULT = b'{"error": null}'

@@ -1,45 +1,18 @@
-"""The fork server behind :class:`~lightning_cort.sandbox.LocalSandbox`.
-
-Started as ``python -I _server.py '<json config>'`` by the client. It imports the preloaded modules once, isolates
-itself (a network namespace without interfaces and a private ``/tmp`` when it runs as root), then serves requests
-read from its stdin and answers on its stdout, both as 4-byte length-prefixed JSON frames:
-
-* ``{"id", "op": "run", "code", "session", "timeout"}`` → a result frame with the same ``id``;
-* ``{"op": "close_session", "session"}``;
-* ``{"id", "op": "stats"}`` → pids of the pre-forked idle children and of the zygote, counts of running, queued,
-  sessions, zygote restarts;
-* ``{"op": "shutdown"}``.
-
-Each one-shot execution is a forked child of this process, so it pays no interpreter start or import cost; a
-session is a long-lived forked child that executes its cells in one namespace. The forks are done by a zygote
-(``_zygote.py``: a copy of this process made after preloading that does nothing but fork, so the event loop here is
-never the process being forked) unless it is switched off or unavailable; the children are this process's children
-either way. Every child runs in its own process
-group, under its own unprivileged uid when the server is root (so ``RLIMIT_NPROC`` caps fork bombs and every process
-the code left behind can be killed by uid), with resource limits, a private working directory, stdin on
-``/dev/null``, and a scrubbed environment. The server enforces wall-clock deadlines by ``SIGKILL``, drains output
-while the code runs and caps what it keeps.
-
-This file imports nothing from lightning_cort: it must start fast and survive anything the children do.
+"""The server's event loop: :class:`Server` reads request frames, hands out pre-forked children, enforces deadlines,
+drains and caps output, and answers result frames (see the package docstring for the protocol and the files).
 """
 
 import contextlib
 import ctypes
-import io
 import json
 import os
 import selectors
-import shutil
 import signal
-import sys
 import tempfile
 import time
 import traceback
 
-# The server runs as a script with ``python -I`` (its directory is not on sys.path): load the child side beside it.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _fork_child import (
-    _CHILD_ENV,
+from child import (
     IS_ROOT,
     _child_setup,
     _FrameReader,
@@ -48,11 +21,9 @@ from _fork_child import (
     _run_session,
     _write_frame,
 )
-from _uids import UidsAndWorkdirs, _reserve_uids
-from _zygote import ZygoteForks, use_huge_pages
-from _zygote_child import encode_code
-
-del sys.path[0]  # children must not see the sandbox's own directory on their path
+from uids import UidsAndWorkdirs, _reserve_uids
+from zygote import ZygoteForks
+from zygote_child import encode_code
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -537,35 +508,3 @@ class Server(UidsAndWorkdirs, ZygoteForks):
             with contextlib.suppress(OSError):
                 os.close(proc.ctl_w)
         self._release_workdir(proc.uid, proc.workdir)
-
-
-def main():
-    cfg = json.loads(sys.argv[1])
-    for name in cfg["preload"]:
-        with contextlib.suppress(Exception):
-            __import__(name)
-    np = sys.modules.get("numpy")
-    if np is not None:
-        with contextlib.suppress(Exception):
-            np.random.seed(0)  # the first call builds numpy's global generator (~20 ms): pay it once, not per child
-    if cfg.get("warmup"):
-        with contextlib.suppress(BaseException), contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(cfg["warmup"], "<warmup>", "exec"), {"__name__": "__warmup__"})
-    import gc
-
-    gc.collect()
-    gc.freeze()  # children's garbage collections skip the preloaded objects: fewer copy-on-write page copies
-    if cfg.get("huge_pages", True):
-        use_huge_pages()
-    os.environ.clear()
-    os.environ.update(_CHILD_ENV)
-    server = Server(cfg)
-    try:
-        server.serve()
-    finally:
-        server._stop_zygote()
-        shutil.rmtree(server.workroot, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()

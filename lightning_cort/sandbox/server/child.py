@@ -1,6 +1,6 @@
-"""The child side of the sandbox fork server, and the server's own isolation (see ``_server.py``).
+"""The child side of the sandbox fork server, and the server's own isolation (see the package docstring).
 
-Loaded by ``_server.py`` from this directory (the server runs with ``python -I``, outside the package). It imports
+Part of the server program in this directory. It imports
 nothing from lightning_cort: the server must start fast and survive anything its children do.
 """
 

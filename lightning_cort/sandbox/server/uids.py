@@ -1,4 +1,4 @@
-"""Execution uids and working directories of the sandbox fork server (see ``_server.py``).
+"""Execution uids and working directories of the sandbox fork server (see the package docstring).
 
 Under uid isolation every execution runs as its own unprivileged uid, which owns only the execution's working
 directory; what an execution leaves running is found, and killed, by that uid. Like the rest of the server, this
@@ -44,7 +44,7 @@ def _reserve_uids(base, count, notes):
 
 
 class UidsAndWorkdirs:
-    """Server methods (mixed into the server class of ``_server.py``): working directories per uid, and killing what
+    """Server methods (mixed into the server class of ``loop.py``): working directories per uid, and killing what
     an execution left behind."""
 
     def _workdir(self, uid):

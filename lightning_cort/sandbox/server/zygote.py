@@ -1,4 +1,4 @@
-"""The zygote of the sandbox fork server: a process that forks the execution children (see ``_server.py``).
+"""The zygote of the sandbox fork server: a process that forks the execution children (see the package docstring).
 
 Forking a process costs page-table copies for everything it maps, and after every ``fork()`` each page the forking
 process writes is copied (copy-on-write) while children still share it. The server runs an event loop that
@@ -12,7 +12,7 @@ the four pipes as ``SCM_RIGHTS``) over a ``SOCK_SEQPACKET`` socket; the zygote a
 The children are created with ``clone3(CLONE_PARENT)``, so their parent is the server, exactly as if it had forked
 them: it reaps them, gets their exit status and ``SIGCHLD``, and nothing about their isolation changes (own session
 and process group, own uid, limits, scrubbed environment and streams: sessions run ``_child_setup``, one-shot
-children the equivalent, cheaper setup of ``_zygote_child.py``). The zygote runs in the server's namespaces and
+children the equivalent, cheaper setup of ``zygote_child.py``). The zygote runs in the server's namespaces and
 process group, dies with the server (``PR_SET_PDEATHSIG``) and is respawned by the server when it dies.
 
 Like the rest of the server, this file imports nothing from lightning_cort.
@@ -33,8 +33,8 @@ import threading
 import time
 import traceback
 
-from _fork_child import _child_setup, _run_session
-from _zygote_child import Prepared, run_one_shot
+from child import _child_setup, _run_session
+from zygote_child import Prepared, run_one_shot
 
 CLONE_PARENT = 0x00008000
 CLONE_CHILD_CLEARTID = 0x00200000
@@ -281,7 +281,7 @@ class Zygote:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# the server's side: asking the zygote for children (mixed into the server class of ``_server.py``)
+# the server's side: asking the zygote for children (mixed into the server class of ``loop.py``)
 class ZygoteForks:
     """Server methods that get children from the zygote.
 
