@@ -28,8 +28,11 @@ def tokenizer(_cache_dir: Path):
     return tiny_tokenizer()
 
 
-#: Small warm-start settings shared by the tests that need a policy which writes code calls.
+#: Small warm-start settings shared by the tests that need a policy which writes code calls (trained once per test
+#: cache: the fixture below and every recipe run given ``SMALL_WARMUP_ARGS`` share one cached warm start).
 SMALL_WARMUP = {"examples": 1200, "epochs": 3, "lr": 3e-3, "batch_size": 32}
+#: The same, as recipe options.
+SMALL_WARMUP_ARGS = [arg for key, value in SMALL_WARMUP.items() for arg in (f"--warmup.{key}", str(value))]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_WARMUP
+from conftest import SMALL_WARMUP_ARGS
 
 from lightning_cort.evaluation import load_rows, read_records
 from lightning_cort.models.tiny import TinyConfig
@@ -19,8 +19,7 @@ BENCHMARKS = ["aime24", "aime25", "amc23", "math500", "olympiad_bench"]
 # fmt: off
 TINY = [
     "--progress", "false",
-    "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
-    "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
+    *SMALL_WARMUP_ARGS,
 ]
 # fmt: on
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL_WARMUP_ARGS
 
 from lightning_cort.recipes._cli import parse_config
 
@@ -340,8 +341,8 @@ def test_recipe_no_argument_run_on_a_tiny_setting(method, tmp_path):
     module = importlib.import_module(f"lightning_cort.recipes.{method}")
     small = {
         "sft": ["--sft.examples", "96", "--sft.epochs", "1", "--sft.batch_size", "16"],
-        # The default warm start (cached for the session): a policy that solves most problems, so rounds keep data.
-        "rft": ["--rft.prompts", "8", "--rft.rounds", "2", "--rft.batch_size", "4"],
+        # The tests' small warm start (cached for the session): a policy that solves some problems, so rounds keep data.
+        "rft": ["--rft.prompts", "8", "--rft.rounds", "2", "--rft.batch_size", "4", *SMALL_WARMUP_ARGS],
     }[method]  # fmt: skip
     summary = module.main([*small, "--held_out.size", "8", "--progress", "false", "--run_dir", str(tmp_path)])
     on_disk = json.loads((tmp_path / "summary.json").read_text())

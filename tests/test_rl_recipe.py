@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_WARMUP_ARGS
 
 from lightning_cort.recipes import rl
 
 # fmt: off
 SMALL = [
     "--progress", "false",
-    "--warmup.examples", "800", "--warmup.epochs", "3", "--warmup.lr", "3e-3",
+    *SMALL_WARMUP_ARGS,
     "--grpo.steps", "3", "--grpo.prompts_per_step", "4", "--grpo.group_size", "4",
     "--held_out.size", "16",
 ]

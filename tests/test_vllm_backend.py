@@ -103,7 +103,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
     """One config value switches the RL recipe to vLLM; the run trains (weights synced every step) and reports."""
     import json
 
-    from conftest import SMALL_WARMUP
+    from conftest import SMALL_WARMUP_ARGS
 
     from lightning_cort.recipes import rl
 
@@ -111,8 +111,7 @@ def test_rl_recipe_with_the_vllm_backend(tmp_path):
     args = [
         "--progress", "false", "--rollout.backend", "vllm", "--rollout.vllm_kv_cache_gib", "0.25",
         "--rollout.sampling.logprobs", "true", "--grpo.importance_sampling", "token",
-        "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
-        "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
+        *SMALL_WARMUP_ARGS,
         "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--held_out.size", "8",
         "--run_dir", str(tmp_path / "run"),
     ]

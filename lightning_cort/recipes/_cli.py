@@ -168,7 +168,7 @@ def save_config(config: Any, run_dir: Path) -> None:
     from lightning_cort.recipes.config import CheckedConfig
 
     values = dataclasses.asdict(config)
-    for name in config.unused_sections() if isinstance(config, CheckedConfig) else []:
+    for name in config.unused_sections() if isinstance(config, CheckedConfig) else {}:
         *parents, last = name.split(".")
         section = values
         for part in parents:

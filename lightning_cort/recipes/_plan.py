@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from lightning_cort.recipes.config import PlanConfig, PolicyConfig, TrainerConfig, world_size
+from lightning_cort.recipes.config import PlanConfig, PolicyConfig, RolloutOptions, TrainerConfig, world_size
 
 if TYPE_CHECKING:
     from lightning_cort.models.architectures import Architecture
@@ -43,13 +43,11 @@ def memory_plan(
     completion_length: int,
     reference_copy: bool = False,
     entropy: bool = False,
-    rollout_backend: Literal["hf", "vllm", "none"] = "none",
+    rollout: RolloutOptions | None = None,
     rollout_sequences: int = 0,
-    vllm_memory: float = 0.4,
-    vllm_tensor_parallel: int = 1,
-    vllm_sleep: bool = True,
 ) -> MemoryPlan:
-    """The per-GPU memory plan of a recipe's config (see :mod:`lightning_cort.planner`)."""
+    """The per-GPU memory plan of a recipe's config (see :mod:`lightning_cort.planner`); ``rollout`` is the
+    ``rollout`` section of a run that samples (its backend and vLLM share), ``None`` for one that only trains."""
     from lightning_cort.planner import PlanInput, plan_memory
 
     lora = model.lora
@@ -69,12 +67,12 @@ def memory_plan(
             completion_length=completion_length,
             entropy=entropy,
             logprob_chunk_size=model.logprob_chunk_size,
-            rollout_backend=rollout_backend,
+            rollout_backend="none" if rollout is None else rollout.backend,
             rollout_sequences=rollout_sequences,
             rollout_length=sequence_length,
-            vllm_memory=vllm_memory,
-            vllm_tensor_parallel=vllm_tensor_parallel,
-            vllm_sleep=vllm_sleep,
+            vllm_memory=0.4 if rollout is None else rollout.vllm_memory,
+            vllm_tensor_parallel=1 if rollout is None else rollout.vllm_tensor_parallel,
+            vllm_sleep=True if rollout is None else rollout.vllm_sleep,
             gpu_memory_gb=plan.gpu_memory_gb,
             headroom=plan.headroom,
             ranks_per_node=trainer.devices if isinstance(trainer.devices, int) else 1,

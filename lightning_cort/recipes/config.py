@@ -27,21 +27,24 @@ class CheckedConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option and the fix when sections do not fit together."""
-        unused = [name for name in self.unused_sections() if _value(self, name) != _value(type(self)(), name)]
-        if unused:
-            name = unused[0]
-            raise ValueError(
-                f"{name}.* is set but this run does not use it ({self.why_unused(name)}); remove the {name} settings"
-            )
+        default = type(self)()
+        for name, why in self.unused_sections().items():
+            if _value(self, name) != _value(default, name):
+                raise ValueError(f"{name}.* is set but this run does not use it ({why}); remove the {name} settings")
 
-    def unused_sections(self) -> list[str]:
-        """Dotted names of the sections this run does not use (left out of the saved config; setting them is an
-        error)."""
-        return []
+    def unused_sections(self) -> dict[str, str]:
+        """The dotted names of the sections this run does not use, each with why (they are left out of the saved
+        config, and setting them is an error)."""
+        return {}
 
-    def why_unused(self, name: str) -> str:
-        """Why section ``name`` does not apply to this run (for the error message)."""
-        return "it does not apply"
+
+def unused_tiny_sections(policy: PolicyConfig, name: str) -> dict[str, str]:
+    """The tiny model's sections (``warmup``, ``<name>.tiny``) that a run of ``policy`` (the config's ``name``
+    section) does not use, each with why."""
+    if policy.name_or_path is not None:
+        why = f"{name}.name_or_path is {policy.name_or_path}, not the tiny model"
+        return {"warmup": why, f"{name}.tiny": why}
+    return {} if policy.warm_start else {"warmup": f"{name}.warm_start is false"}
 
 
 def _value(config: Any, dotted: str) -> Any:
@@ -253,7 +256,9 @@ class SFTOptions(SFTSettings):
             is reported.
         gradient_clip: Gradient-norm clipping (0: off).
         group_by_length: Batch traces of similar length together (shuffled within windows of 50 batches): far less
-            padding when lengths vary, as text-only traces do.
+            padding when lengths vary, as text-only traces do. Off by default: where length follows the kind of
+            problem (as in the built-in task) each batch holds one kind, and the default warm start reached 0.000
+            held-out accuracy with it against 1.000 without.
     """
 
     style: Literal["code", "hint", "text"] = "code"
@@ -263,7 +268,7 @@ class SFTOptions(SFTSettings):
     accumulate_grad_batches: int = 1
     max_length: int = 0
     gradient_clip: float = 1.0
-    group_by_length: bool = True
+    group_by_length: bool = False
 
 
 @dataclass
@@ -349,21 +354,10 @@ class RecipeConfig(CheckedConfig):
         start)."""
         return not self.data.train or (not self.data.val and self.held_out.size > 0) or self.warm_starts()
 
-    def unused_sections(self) -> list[str]:
+    def unused_sections(self) -> dict[str, str]:
         """``task`` without the built-in task; ``warmup`` and ``model.tiny`` without the tiny model."""
-        unused = [] if self.uses_task() else ["task"]
-        if not self.warm_starts():
-            unused.append("warmup")
-        if self.model.name_or_path is not None:
-            unused.append("model.tiny")
-        return unused
-
-    def why_unused(self, name: str) -> str:
-        if name == "task":
-            return "data.train and data.val are given"
-        if self.model.name_or_path is not None:
-            return f"model.name_or_path is {self.model.name_or_path}, not the tiny model"
-        return "model.warm_start is false"
+        unused = {} if self.uses_task() else {"task": "data.train and data.val are given"}
+        return unused | unused_tiny_sections(self.model, "model")
 
 
 # -- checks across sections --------------------------------------------------------------------------------------------

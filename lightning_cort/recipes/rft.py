@@ -67,11 +67,8 @@ def plan(cfg: RFTConfig) -> Any:
         micro_batch_sequences=cfg.rft.batch_size,
         sequence_length=length,
         completion_length=cfg.rollout.max_total_tokens,
-        rollout_backend=cfg.rollout.backend,
+        rollout=cfg.rollout,
         rollout_sequences=min(cfg.rft.prompts, 64) * cfg.rft.samples_per_prompt,
-        vllm_memory=cfg.rollout.vllm_memory,
-        vllm_tensor_parallel=cfg.rollout.vllm_tensor_parallel,
-        vllm_sleep=cfg.rollout.vllm_sleep,
     )
 
 

@@ -72,11 +72,8 @@ def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
         completion_length=cfg.rollout.max_total_tokens,
         reference_copy=g.kl_coef > 0 and cfg.model.lora is None,
         entropy=g.entropy_coef != 0,
-        rollout_backend=cfg.rollout.backend,
+        rollout=cfg.rollout,
         rollout_sequences=per_step,
-        vllm_memory=cfg.rollout.vllm_memory,
-        vllm_tensor_parallel=cfg.rollout.vllm_tensor_parallel,
-        vllm_sleep=cfg.rollout.vllm_sleep,
     )
 
 

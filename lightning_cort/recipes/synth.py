@@ -38,6 +38,7 @@ from lightning_cort.recipes.config import (
     TaskConfig,
     TrainerConfig,
     WarmupConfig,
+    unused_tiny_sections,
 )
 
 
@@ -119,23 +120,12 @@ class SynthConfig(CheckedConfig):
         check_rollout_backend(self.teacher, self.rollout)
         super().validate()
 
-    def unused_sections(self) -> list[str]:
+    def unused_sections(self) -> dict[str, str]:
         """``task`` when traces come from a file and the teacher is loaded; ``warmup`` and ``teacher.tiny`` with a
         loaded teacher."""
         tiny = self.teacher.name_or_path is None
-        unused = [] if (not self.synth.traces or tiny) else ["task"]
-        if not (tiny and self.teacher.warm_start):
-            unused.append("warmup")
-        if not tiny:
-            unused.append("teacher.tiny")
-        return unused
-
-    def why_unused(self, name: str) -> str:
-        if name == "task":
-            return "synth.traces is given and the teacher is not the tiny model"
-        if self.teacher.name_or_path is not None:
-            return f"teacher.name_or_path is {self.teacher.name_or_path}, not the tiny model"
-        return "teacher.warm_start is false"
+        unused = {} if (not self.synth.traces or tiny) else {"task": "synth.traces is given and the teacher is loaded"}
+        return unused | unused_tiny_sections(self.teacher, "teacher")
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:

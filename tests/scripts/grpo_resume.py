@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SMALL_WARMUP
+from conftest import SMALL_WARMUP_ARGS
 
 
 def main() -> None:
@@ -56,8 +56,7 @@ def main() -> None:
     # fmt: off
     args = [
         "--run_dir", str(run_dir / "run"), "--progress", "false", "--seed", "3",
-        "--warmup.examples", str(SMALL_WARMUP["examples"]), "--warmup.epochs", str(SMALL_WARMUP["epochs"]),
-        "--warmup.lr", str(SMALL_WARMUP["lr"]), "--warmup.batch_size", str(SMALL_WARMUP["batch_size"]),
+        *SMALL_WARMUP_ARGS,
         "--grpo.steps", "4", "--grpo.prompts_per_step", "2", "--grpo.group_size", "4", "--grpo.minibatches", "2",
         "--grpo.kl_coef", "0.02", "--held_out.size", "4", "--trainer.checkpoint_every_n_steps", "2",
     ]
