@@ -26,7 +26,7 @@ def main() -> None:
     from lightning_cort.data import ResumableDataLoader, trajectory_from_text
     from lightning_cort.formats import CoRTFormat
     from lightning_cort.models.tiny import tiny_qwen2, tiny_tokenizer
-    from lightning_cort.modules import SFTModule
+    from lightning_cort.modules import SFTModule, SFTSettings
     from lightning_cort.trajectory import collate_trajectories
 
     L.seed_everything(0, verbose=False)
@@ -53,7 +53,8 @@ def main() -> None:
             if kill_after is not None and trainer.global_step >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    module = Module(tiny_qwen2(tokenizer, num_layers=1, seed=0), tokenizer, lr=1e-3)
+    constant = SFTSettings(lr=1e-3, warmup_ratio=0.0, lr_schedule="constant")
+    module = Module(tiny_qwen2(tokenizer, num_layers=1, seed=0), tokenizer, constant)
     loader = ResumableDataLoader(examples, batch_size=3, shuffle=True, seed=1, collate_fn=collate)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "ckpt", every_n_train_steps=2, save_last=True)
     trainer = L.Trainer(
