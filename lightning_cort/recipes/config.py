@@ -301,8 +301,8 @@ class RFTOptions(RFTSettings):
 
 
 @dataclass
-class RecipeConfig(CheckedConfig):
-    """Options every training recipe has (each recipe's config adds its own section).
+class RunOptions(CheckedConfig):
+    """Options every recipe that trains or generates has.
 
     Attributes:
         run_dir: Output directory (default ``runs/<recipe>-<timestamp>``).
@@ -311,6 +311,21 @@ class RecipeConfig(CheckedConfig):
         threads: Torch CPU threads (0: leave torch's default).
         progress: Show rich progress bars.
         verbose: Keep library banners, tips, weight-loading bars and deprecation warnings (hidden by default).
+    """
+
+    run_dir: str | None = None
+    seed: int = 0
+    code_format: Literal["cort", "retool"] = "cort"
+    threads: int = 0
+    progress: bool = True
+    verbose: bool = False
+
+
+@dataclass
+class RecipeConfig(RunOptions):
+    """Options every training recipe has (each recipe's config adds its own section).
+
+    Attributes:
         dry_run: Print the per-GPU memory plan and exit without loading weights.
         model: The policy.
         data: Training files (empty: the built-in calculator task) and held-out files.
@@ -323,12 +338,6 @@ class RecipeConfig(CheckedConfig):
         rollout: Rollout limits and backend (training rollouts, and the held-out evaluation's limits).
     """
 
-    run_dir: str | None = None
-    seed: int = 0
-    code_format: Literal["cort", "retool"] = "cort"
-    threads: int = 0
-    progress: bool = True
-    verbose: bool = False
     dry_run: bool = False
     model: PolicyConfig = field(default_factory=PolicyConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from lightning_cort.recipes._cli import make_run_dir, parse_config, save_config
 from lightning_cort.recipes.config import (
-    CheckedConfig,
     PolicyConfig,
     RolloutOptions,
+    RunOptions,
     TaskConfig,
     TrainerConfig,
     WarmupConfig,
@@ -82,16 +82,10 @@ class SynthOptions:
 
 
 @dataclass
-class SynthConfig(CheckedConfig):
+class SynthConfig(RunOptions):
     """Configuration of the synthesis recipe.
 
     Attributes:
-        run_dir: Output directory (default ``runs/synth-<timestamp>``).
-        seed: Global seed.
-        code_format: ``cort`` (markdown fences) or ``retool`` (tags) for the synthesized traces.
-        threads: Torch CPU threads (0: leave torch's default).
-        progress: Print progress.
-        verbose: Keep library banners, tips, weight-loading bars and deprecation warnings (hidden by default).
         teacher: The model that continues the traces (empty ``name_or_path``: the tiny warm-started policy).
         task: The built-in task (when ``synth.traces`` is empty).
         warmup: The tiny teacher's warm start (on Hint-Engineering-style traces: a model must have seen prose
@@ -100,12 +94,6 @@ class SynthConfig(CheckedConfig):
         rollout: Limits and backend of the teacher's rollouts.
     """
 
-    run_dir: str | None = None
-    seed: int = 0
-    code_format: Literal["cort", "retool"] = "cort"
-    threads: int = 0
-    progress: bool = True
-    verbose: bool = False
     teacher: PolicyConfig = field(default_factory=PolicyConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     warmup: WarmupConfig = field(default_factory=lambda: WarmupConfig(style="hint"))
