@@ -35,6 +35,9 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # vLLM logs its configuration, compilation, memory bookkeeping and CPU tuning hints (read when it is imported).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    # Trackers (trainer.logger): W&B's run banners and sync hints, MLflow's "Creating experiment" line.
+    os.environ.setdefault("WANDB_SILENT", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     # "GPU available: ...", "💡 Tip: ...litlogger", "`max_steps=N` reached", ...: info logs of Lightning.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -177,6 +177,11 @@ def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(capsy
         (["--grpo.reward", "length"], "grpo.reward must be one of cort, correctness, retool or an import path"),
         (["--grpo.importance_sampling", "token"], "set rollout.sampling.logprobs true"),
         (["--rollout.sampling.temperature", "0"], "rollout.sampling.temperature must be > 0"),
+        (["--grpo.dynamic_sampling_rounds", "0"], "grpo.dynamic_sampling_rounds must be >= 1"),
+        (
+            ["--grpo.overlong_buffer", "999"],
+            "grpo.overlong_buffer (999) must not exceed the completion budget (rollout.max_total_tokens 160)",
+        ),
     ],
 )
 def test_bad_rl_settings_are_one_line_errors_at_start(args, message, capsys):

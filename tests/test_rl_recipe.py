@@ -47,6 +47,27 @@ def test_rl_recipe_end_to_end(tmp_path):
     assert again["accuracy_before"] == summary["accuracy_before"]
 
 
+@pytest.mark.slow
+def test_dapo_options_from_the_command_line_reach_the_step(tmp_path):
+    """Dynamic sampling, overlong masking and the soft overlong punishment, set as options, run in the recipe: each
+    step draws its reserve prompts and logs what it kept and dropped."""
+    args = [
+        *SMALL, "--grpo.steps", "2", "--grpo.prompts_per_step", "2", "--held_out.size", "0",
+        "--grpo.dynamic_sampling", "true", "--grpo.dynamic_sampling_rounds", "2", "--grpo.mask_truncated", "true",
+        "--grpo.overlong_buffer", "40", "--run_dir", str(tmp_path),
+    ]  # fmt: skip
+    rl.main(args)
+    saved = json.loads((tmp_path / "config.json").read_text())["grpo"]
+    assert saved["dynamic_sampling"] and saved["mask_truncated"] and saved["overlong_buffer"] == 40
+    import csv
+
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    kept = [float(r["train/dynamic_kept_groups"]) for r in rows if r.get("train/dynamic_kept_groups")]
+    dropped = [float(r["train/dynamic_dropped_groups"]) for r in rows if r.get("train/dynamic_dropped_groups")]
+    assert len(kept) == 2 and all(0 <= k <= 2 for k in kept) and len(dropped) == 2
+
+
 NOISE = (
     "GPU available",
     "TPU available",

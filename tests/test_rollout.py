@@ -603,3 +603,28 @@ def test_retool_output_starts_on_its_own_line_as_in_the_traces(tokenizer, sandbo
     assert t.tool_calls[0].rendered == "\n<interpreter>\n42\n</interpreter>\n"
     fmt = ReToolFormat()
     assert fmt.render_call("print(6 * 7)") + fmt.render_output("42") in t.completion_text  # the trace's shape
+
+
+@pytest.mark.parametrize("max_output_tokens", [None, 24])
+def test_interpreter_output_is_cut_by_characters_or_by_tokens(tokenizer, sandbox, max_output_tokens):
+    """CoRT's rule cuts a long output to 400 + ``...`` + 400 characters; ``max_output_tokens`` cuts it to the first
+    and last halves of that many tokens instead, whatever the characters cost."""
+    from lightning_cort.rollout.engine import middle_truncate_tokens
+
+    script = [("```python\nprint(' '.join(str(i) for i in range(2000)))\n```\n", "stop"), ("</think>\\boxed{1}", "eos")]
+    backend = ScriptedBackend(tokenizer, script)
+    engine = _engine(
+        tokenizer, backend, sandbox, max_calls=2, max_total_tokens=4000, max_output_tokens=max_output_tokens
+    )
+    (traj,) = engine.generate(engine.encode_prompts(["q"]))
+    _check_provenance(traj, tokenizer, backend.sampled)
+    stdout = traj.tool_calls[0].result.stdout.strip()
+    body = traj.tool_calls[0].rendered.removeprefix("```output\n").split("\n```")[0]
+    if max_output_tokens is None:
+        assert body == stdout[:400] + "..." + stdout[-400:]
+    else:
+        ids = tokenizer.encode(stdout, add_special_tokens=False)
+        assert body == tokenizer.decode(ids[:12]) + "..." + tokenizer.decode(ids[-12:])
+        assert len(tokenizer.encode(body, add_special_tokens=False)) <= max_output_tokens + 3  # + "..." and joins
+        assert len(body) < 200  # far under CoRT's 800 characters for the same output
+    assert middle_truncate_tokens("42\n", tokenizer, 24) == "42"  # short outputs stay whole

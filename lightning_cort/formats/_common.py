@@ -79,8 +79,8 @@ class DelimitedFormat:
     def render_call(self, code: str) -> str:
         return f"{self.code_open}{code}{self.code_close}"
 
-    def render_output(self, text: str, *, budget_notice: bool = False) -> str:
-        body = middle_truncate(text.strip(), self.max_output_chars)
+    def render_output(self, text: str, *, budget_notice: bool = False, truncate: bool = True) -> str:
+        body = middle_truncate(text.strip(), self.max_output_chars if truncate else 0)
         if budget_notice and self.notice:
             body += self.notice
         return f"{self.out_open}{body}{self.out_close}"

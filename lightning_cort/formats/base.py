@@ -71,8 +71,9 @@ class CodeFormat(Protocol):
         """How the model writes a call of ``code`` (used to build training traces)."""
         ...
 
-    def render_output(self, text: str, *, budget_notice: bool = False) -> str:
-        """The interpreter block for raw output ``text`` (truncated; with the budget notice when asked)."""
+    def render_output(self, text: str, *, budget_notice: bool = False, truncate: bool = True) -> str:
+        """The interpreter block for raw output ``text`` (cut to the format's character limit unless ``truncate`` is
+        off, e.g. when the rollout cut it by tokens; with the budget notice when asked)."""
         ...
 
     def render_result(self, result: ExecutionResult, *, budget_notice: bool = False) -> str:

@@ -29,7 +29,8 @@ from lightning_cort.losses import (
 )
 from lightning_cort.modules.base import RolloutModule
 from lightning_cort.rewards.functions import RewardFn
-from lightning_cort.rollout.sampler import RolloutBatch
+from lightning_cort.rewards.length import overlong_penalty, truncated
+from lightning_cort.rollout.sampler import RolloutBatch, sample_informative_groups
 from lightning_cort.trajectory import Trajectory, TrajectoryBatch, collate_trajectories
 
 if TYPE_CHECKING:
@@ -73,6 +74,16 @@ class GRPOConfig:
             a whole minibatch at once).
         max_grad_norm: Gradient clipping (0: off).
         exclude_infrastructure_failures: Leave trajectories whose executions failed in the sandbox out of the loss.
+        dynamic_sampling: DAPO's dynamic sampling: drop groups whose rewards are all equal and sample groups for
+            further prompts until ``prompts_per_step`` groups are kept (the recipe's loader hands each step
+            ``prompts_per_step × (1 + dynamic_sampling_rounds)`` prompts, the rest in reserve).
+        dynamic_sampling_rounds: Further sampling rounds per step at most.
+        mask_truncated: Leave completions that did not end with end-of-sequence (cut by a token or round limit) out
+            of the loss (TRL's ``mask_truncated_completions``); their rewards still count in the group advantages.
+        overlong_buffer: DAPO's soft overlong punishment: the last ``overlong_buffer`` tokens before
+            ``max_completion_length`` cost up to ``overlong_penalty_factor`` of reward, linearly (0: off; the
+            recipes set ``max_completion_length`` to the rollout budget).
+        overlong_penalty_factor: The penalty at ``max_completion_length``.
     """
 
     steps: int = 40
@@ -98,6 +109,11 @@ class GRPOConfig:
     micro_batch_size: int | None = None
     max_grad_norm: float = 1.0
     exclude_infrastructure_failures: bool = True
+    dynamic_sampling: bool = False
+    dynamic_sampling_rounds: int = 2
+    mask_truncated: bool = False
+    overlong_buffer: int = 0
+    overlong_penalty_factor: float = 1.0
 
     def __post_init__(self) -> None:
         errors = []
@@ -126,6 +142,18 @@ class GRPOConfig:
             errors.append(f"grpo.is_cap must be >= 1 (on-policy tokens have weight 1), got {self.is_cap}")
         if self.dual_clip is not None and not self.dual_clip > 1.0:
             errors.append(f"grpo.dual_clip must be > 1 or empty, got {self.dual_clip}")
+        if self.dynamic_sampling_rounds < 1:
+            errors.append(f"grpo.dynamic_sampling_rounds must be >= 1, got {self.dynamic_sampling_rounds}")
+        if self.overlong_buffer < 0 or self.overlong_penalty_factor < 0:
+            errors.append(
+                "grpo.overlong_buffer and grpo.overlong_penalty_factor must be >= 0, got "
+                f"{self.overlong_buffer} and {self.overlong_penalty_factor}"
+            )
+        budget = self.max_completion_length
+        if self.overlong_buffer and budget is not None and self.overlong_buffer > budget:
+            errors.append(
+                f"grpo.overlong_buffer ({self.overlong_buffer}) must not exceed the completion budget ({budget} tokens)"
+            )
         if self.lr < 0 or self.max_grad_norm < 0:
             errors.append(f"grpo.lr and grpo.max_grad_norm must be >= 0, got {self.lr} and {self.max_grad_norm}")
         if ":" not in self.reward and self.reward not in BUILTIN_REWARDS:
@@ -206,7 +234,8 @@ def grpo_step(
 ) -> StepResult:
     """One GRPO step on one rollout batch: advantages, old and reference log-probs, then ``ppo_epochs ×
     minibatches`` optimizer steps of the clipped surrogate. Interpreter-output tokens never enter the loss (their
-    ``loss_mask`` is 0), nor (by default) trajectories hit by sandbox failures.
+    ``loss_mask`` is 0), nor (by default) trajectories hit by sandbox failures, nor truncated completions with
+    ``config.mask_truncated``.
 
     Args:
         policy: Computes completion log-probs under the current policy and the reference.
@@ -231,6 +260,8 @@ def grpo_step(
         [not (config.exclude_infrastructure_failures and t.has_infrastructure_failure) for t in trajectories],
         device=device,
     )
+    if config.mask_truncated:
+        kept &= ~truncated(trajectories).to(device)
     mask = data.loss_mask * kept[:, None]  # [B, T]
     micro = config.micro_batch_size
     with torch.no_grad():
@@ -406,6 +437,11 @@ class GRPOModule(RolloutModule):
         self.automatic_optimization = False
         self.config = config
         self.reward_fn = reward_fn or resolve_reward(config.reward)
+        if config.overlong_buffer and config.max_completion_length is None:
+            raise ValueError(
+                "grpo.overlong_buffer needs grpo.max_completion_length, the completion budget it ends at (the "
+                "recipes set it to rollout.max_total_tokens)"
+            )
         #: Frozen copy of the initial policy for the KL term; stays ``None`` for peft policies (adapters disabled).
         self.reference: PreTrainedModel | None = None
 
@@ -429,6 +465,19 @@ class GRPOModule(RolloutModule):
                 "collate_fn=lightning_cort.rollout.sampler.collate_prompts and add RolloutCallback to the Trainer"
             )
         rewards = self.score(batch.trajectories)  # [B]
+        if self.config.dynamic_sampling:  # more groups for the reserve prompts, until enough have a signal
+            batch.trajectories, rewards, stats = sample_informative_groups(
+                self.rollout_sampler,  # type: ignore[arg-type]
+                self.model,
+                batch,
+                rewards,
+                self.score,
+                n=self.config.group_size,
+                version=self.trainer.global_step,
+                max_rounds=self.config.dynamic_sampling_rounds,
+            )
+            for k, v in stats.items():
+                self.log(f"train/dynamic_{k}", v, batch_size=len(batch.trajectories))
         result = grpo_step(
             self,
             batch.trajectories,
@@ -445,8 +494,14 @@ class GRPOModule(RolloutModule):
         return {"loss": result.loss, "rewards": rewards, "advantages": result.advantages}
 
     def score(self, trajectories: Sequence[Trajectory]) -> torch.Tensor:
-        """Rewards of the trajectories. ``[B]``"""
-        return torch.tensor([float(self.reward_fn(t, t.row)) for t in trajectories], dtype=torch.float32)
+        """Rewards of the trajectories, with DAPO's soft overlong punishment when ``overlong_buffer`` is set. ``[B]``"""
+        rewards = torch.tensor([float(self.reward_fn(t, t.row)) for t in trajectories], dtype=torch.float32)
+        c = self.config
+        if c.overlong_buffer:
+            assert c.max_completion_length is not None
+            lengths = torch.tensor([t.completion_ids.numel() for t in trajectories])
+            rewards += overlong_penalty(lengths, c.max_completion_length, c.overlong_buffer, c.overlong_penalty_factor)
+        return rewards
 
     def reference_logprobs(self, batch: TrajectoryBatch, temperature: float) -> torch.Tensor:
         """Log-probs of the completion tokens under the reference policy. ``[B, T]``"""

@@ -244,6 +244,7 @@ def train_sft(
     seed: int,
     progress: bool,
     phase: str = "SFT",
+    run_config: Any = None,
 ) -> L.Trainer:
     """Supervised fine-tuning of ``module`` on ``examples``: the SFT recipe's training, which the tiny model's warm
     start shares. Batches of ``options.batch_size`` examples, shuffled from ``seed`` (length-grouped with
@@ -276,6 +277,7 @@ def train_sft(
         [],
         progress=progress,
         phase=phase,
+        run_config=run_config,
         max_epochs=options.epochs,
         accumulate_grad_batches=options.accumulate_grad_batches,
         gradient_clip_val=options.gradient_clip or None,
@@ -410,12 +412,13 @@ def build_trainer(
     progress: bool,
     phase: str = "train",
     unit: str = "epoch",
+    run_config: Any = None,
     **kwargs: Any,
 ) -> L.Trainer:
-    """A Trainer writing CSV logs (and checkpoints when asked) under ``run_dir`` (``None``: neither), with a progress
-    bar named after the ``phase`` (``unit`` counts its epochs)."""
+    """A Trainer logging under ``run_dir`` (CSV, and ``trainer.logger``'s tracker with ``run_config`` attached) and
+    checkpointing there when asked (``run_dir`` ``None``: neither), with a progress bar named after the ``phase``
+    (``unit`` counts its epochs)."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
     from lightning_cort.recipes._report import progress_callbacks
 
@@ -438,7 +441,7 @@ def build_trainer(
         strategy=build_strategy(trainer),
         precision=trainer.precision,  # type: ignore[arg-type]
         default_root_dir=None if run_dir is None else str(run_dir),
-        logger=False if run_dir is None else CSVLogger(str(run_dir), name="logs"),
+        logger=False if run_dir is None else build_loggers(trainer, run_dir, run_config),
         log_every_n_steps=trainer.log_every_n_steps,
         enable_checkpointing=bool(trainer.checkpoint_every_n_steps) and run_dir is not None,
         enable_model_summary=False,
@@ -446,6 +449,39 @@ def build_trainer(
         callbacks=[*callbacks, *progress_callbacks(progress, phase, unit)],
         **kwargs,
     )
+
+
+def build_loggers(trainer: TrainerConfig, run_dir: Path, run_config: Any = None) -> list[Any]:
+    """Lightning's loggers for ``trainer.logger``: CSV under ``<run_dir>/logs`` always (the summary's curves read
+    it), and TensorBoard (``<run_dir>/tensorboard``), Weights & Biases (``<run_dir>/wandb``; offline with
+    ``WANDB_MODE=offline``) or MLflow (``trainer.tracking_uri``, default a file store in ``<run_dir>/mlruns``) beside
+    it, each given the run's resolved config as hyperparameters."""
+    import dataclasses
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(str(run_dir), name="logs")]
+    if trainer.logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(run_dir), name="tensorboard", default_hp_metric=False))
+    elif trainer.logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project=trainer.project, name=run_dir.name, save_dir=str(run_dir)))
+    elif trainer.logger == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        uri = trainer.tracking_uri
+        if uri is None:  # a file store in the run directory: MLflow keeps it, in maintenance mode, when asked to
+            uri = (run_dir / "mlruns").as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        loggers.append(MLFlowLogger(experiment_name=trainer.project, run_name=run_dir.name, tracking_uri=uri))
+    if run_config is not None:
+        hparams = dataclasses.asdict(run_config)
+        for logger in loggers:
+            logger.log_hyperparams(hparams)
+    return loggers
 
 
 def resume_path(trainer: TrainerConfig, run_dir: Path) -> str | None:

@@ -161,6 +161,13 @@ class TrainerConfig:
         log_every_n_steps: Logging interval.
         checkpoint_every_n_steps: Save ``checkpoints/last.ckpt`` every so many optimizer steps (0: never).
         resume: A checkpoint to resume from, or ``last`` (``<run_dir>/checkpoints/last.ckpt``).
+        logger: Where metrics go besides the CSV log under ``<run_dir>/logs`` (always written): ``csv`` (nothing
+            else), ``tensorboard`` (``<run_dir>/tensorboard``), ``wandb`` (Weights & Biases; ``WANDB_MODE=offline``
+            keeps it on disk under ``<run_dir>/wandb``) or ``mlflow`` (``tracking_uri``). The run's resolved config
+            is attached as hyperparameters. Needs the ``loggers`` extra (``pip install 'lightning-cort[loggers]'``).
+        project: The Weights & Biases project or MLflow experiment.
+        tracking_uri: The MLflow tracking server or store (default: a file store in ``<run_dir>/mlruns``, which
+            MLflow 3 keeps in maintenance mode; a server or ``sqlite:///...`` for MLflow's newer features).
     """
 
     accelerator: str = "cpu"
@@ -171,6 +178,9 @@ class TrainerConfig:
     log_every_n_steps: int = 1
     checkpoint_every_n_steps: int = 0
     resume: str | None = None
+    logger: Literal["csv", "tensorboard", "wandb", "mlflow"] = "csv"
+    project: str = "lightning_cort"
+    tracking_uri: str | None = None
 
 
 @dataclass
@@ -349,9 +359,10 @@ class RecipeConfig(RunOptions):
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
     def validate(self) -> None:
-        """The model section's own checks (e.g. quantization without LoRA), and the tiny task's sections only where
-        they apply."""
+        """The model section's own checks (e.g. quantization without LoRA), the logger's package, and the tiny task's
+        sections only where they apply."""
         self.model.validate()
+        check_logger(self.trainer)
         super().validate()
 
     def warm_starts(self) -> bool:
@@ -409,4 +420,20 @@ def check_sampling(rollout: RolloutOptions, grpo: Any) -> None:
         raise ValueError(
             f"grpo.importance_sampling {grpo.importance_sampling} needs the sampler's log-probs: set "
             "rollout.sampling.logprobs true (or grpo.importance_sampling none)"
+        )
+
+
+#: The package each ``trainer.logger`` needs (any one of them), for the error at start.
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
+def check_logger(trainer: TrainerConfig) -> None:
+    """Refuse a ``trainer.logger`` whose package is not installed, before anything loads."""
+    import importlib.util
+
+    packages = LOGGER_PACKAGES.get(trainer.logger, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise ValueError(
+            f"trainer.logger {trainer.logger} needs the {' or '.join(packages)} package: "
+            "pip install 'lightning-cort[loggers]' (or trainer.logger csv)"
         )

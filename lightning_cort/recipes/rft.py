@@ -121,6 +121,7 @@ def run(cfg: RFTConfig) -> dict[str, Any]:
         run_dir,
         parts.callbacks,
         progress=cfg.progress,
+        run_config=cfg,
         phase="RFT",
         unit="round",
         max_epochs=cfg.rft.rounds,

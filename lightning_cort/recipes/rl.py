@@ -42,6 +42,11 @@ class RLConfig(RecipeConfig):
         check_rollout_backend(self.model, self.rollout, self.trainer)
         check_sampling(self.rollout, self.grpo)
         resolve_reward(self.grpo.reward)
+        if self.grpo.overlong_buffer > (self.grpo.max_completion_length or self.rollout.max_total_tokens):
+            raise ValueError(
+                f"grpo.overlong_buffer ({self.grpo.overlong_buffer}) must not exceed the completion budget "
+                f"(rollout.max_total_tokens {self.rollout.max_total_tokens}); e.g. a quarter of it"
+            )
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
@@ -52,6 +57,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     """
     cfg = parse_config(RLConfig, args, prog="python -m lightning_cort.recipes.rl", description=__doc__ or "")
     return run(cfg)
+
+
+def prompts_per_batch(g: GRPOConfig) -> int:
+    """Prompt rows per step: the step's own, and with dynamic sampling a reserve for each further round."""
+    return g.prompts_per_step * (1 + g.dynamic_sampling_rounds if g.dynamic_sampling else 1)
 
 
 def plan(cfg: RLConfig, run_dir: Any = None) -> Any:
@@ -104,8 +114,9 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
         run_dir=run_dir, progress=cfg.progress, meta=meta,
     )  # fmt: skip
     g = cfg.grpo
-    if g.loss_type == "dr_grpo" and g.max_completion_length is None:
-        g = replace(g, max_completion_length=cfg.rollout.max_total_tokens)  # Dr. GRPO's constant: the budget
+    if (g.loss_type == "dr_grpo" or g.overlong_buffer) and g.max_completion_length is None:
+        # Dr. GRPO's constant, and where DAPO's overlong punishment ends: the completion budget.
+        g = replace(g, max_completion_length=cfg.rollout.max_total_tokens)
     module = GRPOModule(model, tokenizer, g, reward_fn=reward_fn)
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
     efficiency = TokenEfficiencyCallback()
@@ -114,7 +125,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     rows = (
         []
         if meta
-        else load_problem_rows(cfg.data, task, g.steps * g.prompts_per_step, start=train_offset(cfg.task, cfg.warmup))
+        else load_problem_rows(cfg.data, task, g.steps * prompts_per_batch(g), start=train_offset(cfg.task, cfg.warmup))
     )
     return RunParts(
         fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), callbacks, rows=rows,
@@ -124,6 +135,8 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
 
 def run(cfg: RLConfig) -> dict[str, Any]:
     """Run the recipe from a parsed config."""
+    from functools import partial
+
     import lightning as L
 
     from lightning_cort.data import ListDataset, ResumableDataLoader
@@ -146,12 +159,15 @@ def run(cfg: RLConfig) -> dict[str, Any]:
         run_dir,
         parts.callbacks,
         progress=cfg.progress,
+        run_config=cfg,
         phase="GRPO steps",
         # Under manual optimization the trainer counts optimizer steps: each RL step makes ppo_epochs × minibatches.
         max_steps=g.steps * g.ppo_epochs * g.minibatches,
     )
     # Resumable: a run restarted from a checkpoint continues with the prompts that come next.
-    loader = ResumableDataLoader(ListDataset(parts.rows), batch_size=g.prompts_per_step, collate_fn=collate_prompts)
+    # With dynamic sampling each batch carries reserve prompts beyond the step's own (RolloutBatch.reserve).
+    collate = partial(collate_prompts, prompts=g.prompts_per_step)
+    loader = ResumableDataLoader(ListDataset(parts.rows), batch_size=prompts_per_batch(g), collate_fn=collate)
     t0 = time.perf_counter()
     # The RL phase's random streams start from the seed, whether the warm start was trained here or loaded from cache.
     L.seed_everything(cfg.seed, verbose=False)

@@ -121,7 +121,9 @@ def run(cfg: SFTConfig) -> dict[str, Any]:
     held_out, before = evaluate_before(cfg, parts, rollout)
 
     t0 = time.perf_counter()
-    trainer = train_sft(module, examples, cfg.sft, cfg.trainer, run_dir, seed=cfg.seed, progress=cfg.progress)
+    trainer = train_sft(
+        module, examples, cfg.sft, cfg.trainer, run_dir, seed=cfg.seed, progress=cfg.progress, run_config=cfg
+    )
     train_s = time.perf_counter() - t0
 
     trained_tokens = sum(int(e.loss_mask.sum()) for e in examples) * cfg.sft.epochs

@@ -20,6 +20,8 @@ _LAZY = {
     "retool_reward": "lightning_cort.rewards.functions",
     "successful_code_output": "lightning_cort.rewards.functions",
     "tool_use_reward": "lightning_cort.rewards.functions",
+    "overlong_penalty": "lightning_cort.rewards.length",
+    "truncated": "lightning_cort.rewards.length",
     "final_answer": "lightning_cort.rewards.math",
     "last_boxed": "lightning_cort.rewards.math",
     "opens_thinking": "lightning_cort.rewards.math",

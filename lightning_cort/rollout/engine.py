@@ -37,6 +37,7 @@ from lightning_cort.rollout.backends.base import (
     StalePolicyError,
     StreamingBackend,
 )
+from lightning_cort.sandbox.base import result_text
 from lightning_cort.trajectory import FinishReason, Segment, ToolCall, Trajectory
 
 if TYPE_CHECKING:
@@ -67,6 +68,10 @@ class RolloutConfig:
             trajectories already ready, so that they share one backend call (``0``: generate at once, which kept
             both the backend and the sandbox busiest in ``benchmarks/rollout.py``).
         sampling: Temperature, top-p, ... (``max_new_tokens`` is set per round from the limits above).
+        max_output_tokens: Cut interpreter output to this many tokens of the policy's tokenizer (the first and last
+            halves around ``...``, as CoRT cuts 800 characters to 400 + 400) instead of the format's character limit;
+            empty: the format's limit (CoRT's 800 characters). The budget that matters is tokens: 800 characters of
+            digits and of prose cost very different amounts of context.
     """
 
     max_calls: int = 4
@@ -77,9 +82,12 @@ class RolloutConfig:
     schedule: Literal["auto", "continuous", "async", "rounds"] = "auto"
     batch_wait: float = 0.0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_output_tokens: int | None = None
 
     def __post_init__(self) -> None:
         errors = []
+        if self.max_output_tokens is not None and self.max_output_tokens < 2:
+            errors.append(f"max_output_tokens must be >= 2 or empty, got {self.max_output_tokens}")
         if self.max_calls < 0:
             errors.append(f"max_calls must be >= 0, got {self.max_calls}")
         if self.max_total_tokens < 1:
@@ -422,7 +430,12 @@ class RolloutEngine:
         cfg = self.config
         s.tool_s += result.duration_s
         last = len(s.calls) + 1 >= cfg.max_calls
-        rendered = self.format.render_result(result, budget_notice=cfg.budget_notice and last)
+        notice = cfg.budget_notice and last
+        if cfg.max_output_tokens is None:
+            rendered = self.format.render_result(result, budget_notice=notice)
+        else:
+            text = middle_truncate_tokens(result_text(result), self.tokenizer, cfg.max_output_tokens)
+            rendered = self.format.render_output(text, budget_notice=notice, truncate=False)
         if s.since_tool and not s.since_tool.endswith("\n"):
             # The model's text stops right at the close (ReTool's `</code>` stop, or a fence that ended the turn):
             # the output starts on its own line, as the formats' traces write it.
@@ -478,3 +491,15 @@ class RolloutEngine:
             tool_s=s.tool_s,
         )
         return traj
+
+
+def middle_truncate_tokens(text: str, tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> str:
+    """``text`` (stripped) cut to its first and last ``max_tokens // 2`` tokens with ``...`` between when it is longer
+    than ``max_tokens`` tokens: CoRT's middle truncation, counted in tokens. The halves are decoded, so the output
+    block is encoded again with the rest of the block; a cut inside a multi-byte character decodes to U+FFFD."""
+    text = text.strip()
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= max_tokens:
+        return text
+    half = max_tokens // 2
+    return tokenizer.decode(ids[:half]) + "..." + tokenizer.decode(ids[len(ids) - half :])

@@ -10,7 +10,7 @@ its argument. Modules that sample on their own schedule (RFT samples once per ro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lightning_cort.rollout.backends.base import SamplingConfig
@@ -35,24 +35,31 @@ class RolloutBatch:
             callback; ``None`` until then.
         temperature: The sampling temperature of ``trajectories`` (training log-probs are computed at it).
         policy_version: The optimizer step whose weights sampled them.
+        reserve: Further prompt rows that dynamic sampling draws from, ``len(rows)`` at a time, when groups are
+            dropped (:func:`sample_informative_groups`); empty without it.
     """
 
     rows: list[dict[str, Any]]
     trajectories: list[Trajectory] | None = None
     temperature: float = 1.0
     policy_version: int | None = None
+    reserve: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
-def collate_prompts(rows: Sequence[Mapping[str, Any]]) -> RolloutBatch:
-    """``collate_fn`` of an RL dataloader: rows (each with a ``prompt``) into a :class:`RolloutBatch`."""
+def collate_prompts(rows: Sequence[Mapping[str, Any]], prompts: int | None = None) -> RolloutBatch:
+    """``collate_fn`` of an RL dataloader: rows (each with a ``prompt``) into a :class:`RolloutBatch`. With
+    ``prompts`` (``functools.partial(collate_prompts, prompts=P)``), the first ``P`` rows are the step's prompts and
+    the rest its reserve for dynamic sampling."""
     out = [dict(r) for r in rows]
     missing = [i for i, r in enumerate(out) if "prompt" not in r]
     if missing:
         raise ValueError(f"rows {missing[:10]} of the batch have no 'prompt' field (the user message)")
-    return RolloutBatch(out)
+    if prompts is None:
+        return RolloutBatch(out)
+    return RolloutBatch(out[:prompts], reserve=out[prompts:])
 
 
 class RolloutSampler:
@@ -127,3 +134,62 @@ class RolloutSampler:
         batch.trajectories = self.sample(policy, batch.rows, n, version)
         batch.temperature = self.sampling.temperature
         batch.policy_version = version
+
+
+def sample_informative_groups(
+    sampler: RolloutSampler,
+    policy: torch.nn.Module,
+    batch: RolloutBatch,
+    rewards: torch.Tensor,
+    score: Callable[[Sequence[Trajectory]], torch.Tensor],
+    *,
+    n: int,
+    version: int,
+    max_rounds: int,
+) -> tuple[list[Trajectory], torch.Tensor, dict[str, float]]:
+    """DAPO's dynamic sampling (Yu et al., 2025): drop the groups whose rewards are all equal (their advantages are 0,
+    so they carry no gradient), and sample groups for the batch's reserve prompts, ``len(batch.rows)`` at a time,
+    until ``len(batch.rows)`` groups are kept or ``max_rounds`` further rounds are spent. Extra kept groups are cut,
+    as DAPO does.
+
+    Args:
+        sampler: Samples the further rounds (with the current weights).
+        policy: The trained policy.
+        batch: The step's batch, its first round sampled (``trajectories``, grouped by row).
+        rewards: ``[len(trajectories)]`` the first round's rewards.
+        score: Rewards of further trajectories.
+        n: Trajectories per prompt.
+        version: The optimizer step of ``policy``'s weights.
+        max_rounds: Further sampling rounds at most.
+
+    Returns:
+        ``(trajectories, rewards, stats)``: the kept groups (regrouped ``0, 1, ...``) and their rewards, or the first
+        round unchanged when no group of any round was kept (every advantage is then 0); ``stats`` counts
+        ``kept_groups``, ``dropped_groups`` and further ``rounds``.
+    """
+    import torch
+
+    assert batch.trajectories is not None
+    wanted = len(batch.rows)
+    kept: list[tuple[list[Trajectory], torch.Tensor]] = []
+    dropped = rounds = 0
+    trajectories, scores, reserve = batch.trajectories, rewards, list(batch.reserve)
+    while True:
+        for g in range(len(trajectories) // n):
+            group_rewards = scores[g * n : (g + 1) * n]
+            if bool((group_rewards == group_rewards[0]).all()):
+                dropped += 1
+            else:
+                kept.append((trajectories[g * n : (g + 1) * n], group_rewards))
+        if len(kept) >= wanted or rounds >= max_rounds or not reserve:
+            break
+        rows, reserve = reserve[:wanted], reserve[wanted:]
+        trajectories = sampler.sample(policy, rows, n, version)
+        scores = score(trajectories)
+        rounds += 1
+    stats = {"kept_groups": float(min(len(kept), wanted)), "dropped_groups": float(dropped), "rounds": float(rounds)}
+    if not kept:
+        return batch.trajectories, rewards, stats
+    kept = kept[:wanted]
+    out = [replace(t, group=i) for i, (group, _) in enumerate(kept) for t in group]
+    return out, torch.cat([r for _, r in kept]), stats
