@@ -20,6 +20,7 @@ from lightning_cort.modules.grpo import GRPOConfig
 from lightning_cort.rollout import HFBackend, RolloutConfig, RolloutEngine, SamplingConfig
 from lightning_cort.rollout.sampler import collate_prompts
 from lightning_cort.tasks import CalculatorTask, build_prompt
+from lightning_cort.trajectory import collate_trajectories
 
 pytestmark = pytest.mark.real_model
 
@@ -220,6 +221,24 @@ def test_instruct_yamls_score_a_real_instruct_models_answers(yaml, qwen, cort_ro
         text = convert(t.completion_text.removesuffix(tokenizer.eos_token), "cort", fmt)
         rewritten = trajectory_from_text(tokenizer, rows[0]["prompt"], text, fmt, row=t.row)
         assert reward(rewritten, t.row) == top, text[-300:]
+
+
+def test_padding_free_logprobs_equal_the_padded_batch_on_the_real_model(qwen_dir, cort_rollouts):
+    """Qwen's own rollouts of different lengths, packed into rows: the padded batch's completion log-probs (float32
+    weights, so the comparison is not bfloat16 rounding of differently shaped matmuls)."""
+    from lightning_cort.modules import SFTModule
+
+    model, tokenizer = load_policy(PolicySettings(name_or_path=str(qwen_dir), dtype="float32"))
+    trajectories = cort_rollouts[0][:4]
+    batch = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    module = SFTModule(model, tokenizer)
+    with torch.no_grad():
+        padded = module.completion_logprobs(batch)
+        module.padding_free = True
+        packed = module.completion_logprobs(batch)
+    mask = batch.completion_mask.bool()
+    assert len({t.completion_ids.numel() for t in trajectories}) > 1  # lengths differ: rows really are packed
+    assert (padded[mask] - packed[mask]).abs().max() < 1e-3
 
 
 # -- training --------------------------------------------------------------------------------------------------------

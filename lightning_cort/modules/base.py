@@ -33,6 +33,9 @@ class PolicyModule(L.LightningModule):
     #: under activation checkpointing only one chunk's logits exist at a time. Used on one device and under DDP;
     #: FSDP2-sharded policies compute all positions at once.
     logprob_chunk_size: int | None = None
+    #: Compute log-probs on the batch's sequences packed into rows without padding
+    #: (:func:`~lightning_cort.packing.pack_batch`; the same values as the padded batch, less work when lengths vary).
+    padding_free: bool = False
 
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, lr: float = 1e-5, weight_decay: float = 0.0
@@ -75,6 +78,8 @@ class PolicyModule(L.LightningModule):
         """
         batch = batch.to(self.device)
         t = batch.completion_ids.shape[1]
+        if not return_logits and self.padding_free:
+            return self._packed(batch, temperature, entropy=False)[0]
         if not return_logits and self._chunking(t):
             return self._chunked(batch, temperature, entropy=False)[0]
         out = self.model(
@@ -94,8 +99,9 @@ class PolicyModule(L.LightningModule):
         """Log-probs of the completion tokens and the entropy of ``softmax(logits / temperature)`` at each position.
         ``([B, T], [B, T])``"""
         batch = batch.to(self.device)
-        if self._chunking(batch.completion_ids.shape[1]):
-            logp, entropy = self._chunked(batch, temperature, entropy=True)
+        if self.padding_free or self._chunking(batch.completion_ids.shape[1]):
+            packed = self.padding_free
+            logp, entropy = (self._packed if packed else self._chunked)(batch, temperature, entropy=True)
             assert entropy is not None
             return logp, entropy
         logp, logits = self.completion_logprobs(batch, temperature, return_logits=True)
@@ -141,6 +147,43 @@ class PolicyModule(L.LightningModule):
             logps.append(lp)
             ents.append(ent)
         return torch.cat(logps, dim=1), (torch.cat(ents, dim=1) if entropy else None)
+
+    def _packed(
+        self, batch: TrajectoryBatch, temperature: float, *, entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (and entropies) of the completion tokens with the sequences packed into rows without padding:
+        the decoder once over the packed rows, then the output head on the positions that predict completion tokens
+        only, in chunks of ``logprob_chunk_size`` under activation checkpointing."""
+        from torch.utils.checkpoint import checkpoint
+
+        from lightning_cort.models.policy import is_peft_model
+        from lightning_cort.packing import pack_batch
+
+        packed = pack_batch(batch, self.tokenizer.pad_token_id)
+        base = self.model.get_base_model() if is_peft_model(self.model) else self.model  # type: ignore[operator]
+        hidden = base.model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False)
+        states = hidden.last_hidden_state.flatten(0, 1)[packed.predictors]  # [M, H]
+        head = base.get_output_embeddings()
+        softcap = getattr(base.config, "final_logit_softcapping", None)
+
+        def piece(h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = head(h)
+            if softcap is not None:
+                logits = torch.tanh(logits / softcap) * softcap
+            logp = token_logprobs(logits, targets, temperature)
+            ent = entropy_from_logits(logits / temperature) if entropy else torch.zeros_like(logp)
+            return logp, ent
+
+        size = self.logprob_chunk_size or max(1, len(states))
+        logps, ents = [], []
+        for start in range(0, len(states), size):
+            h, y = states[start : start + size], packed.targets[start : start + size]
+            lp, ent = checkpoint(piece, h, y, use_reentrant=False) if torch.is_grad_enabled() else piece(h, y)
+            logps.append(lp)
+            ents.append(ent)
+        logp = packed.unpack(torch.cat(logps)) if logps else states.new_zeros(packed.shape)
+        ent_all = (packed.unpack(torch.cat(ents)) if ents else states.new_zeros(packed.shape)) if entropy else None
+        return logp, ent_all
 
 
 class RolloutModule(PolicyModule):

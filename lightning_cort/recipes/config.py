@@ -112,10 +112,14 @@ class PolicyConfig(PolicySettings):
             activation checkpointing; one device and DDP). Bounds the logits' memory at long completions.
         warm_start: Tiny model only: start from the supervised warm start on the built-in task (cached) instead of
             random weights.
+        padding_free: Compute training log-probs with each batch's sequences packed into rows without padding
+            (position ids restarting per sequence; the model's attention keeps them apart). The same values as the
+            padded batch, less work when lengths vary (text-only traces); see ``lightning_cort.packing``.
     """
 
     logprob_chunk_size: int | None = 1024
     warm_start: bool = True
+    padding_free: bool = False
 
     def validate(self) -> None:
         """The loader's checks, except that a quantized tiny model is fine: the recipes save it before loading it."""

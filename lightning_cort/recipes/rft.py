@@ -97,6 +97,7 @@ def build(cfg: RFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
     rows = [{"prompt": "placeholder"}] if meta else load_problem_rows(cfg.data, task, r.prompts, start)
     module = RFTModule(model, tokenizer, rows[: r.prompts] if not cfg.data.train else rows, r, seed=cfg.seed)
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
+    module.padding_free = cfg.model.padding_free
     callbacks = interpreter_callbacks(cfg.rollout, fmt, cfg.seed)
     return RunParts(fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), callbacks)
 

@@ -119,6 +119,7 @@ def build(cfg: RLConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
         g = replace(g, max_completion_length=cfg.rollout.max_total_tokens)
     module = GRPOModule(model, tokenizer, g, reward_fn=reward_fn)
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
+    module.padding_free = cfg.model.padding_free
     efficiency = TokenEfficiencyCallback()
     callbacks = [*interpreter_callbacks(cfg.rollout, fmt, cfg.seed), efficiency]
     # RL prompts come after the warm-up traces in the train stream, so RL sees new problems.

@@ -101,6 +101,7 @@ def build(cfg: SFTConfig, run_dir: Any, *, meta: bool = False) -> RunParts:
             raise ValueError(f"every trace is longer than sft.max_length={cfg.sft.max_length} tokens")
     module = SFTModule(model, tokenizer, cfg.sft)  # the section whole: optimizer, schedule, masking
     module.logprob_chunk_size = cfg.model.logprob_chunk_size
+    module.padding_free = cfg.model.padding_free
     return RunParts(
         fmt, task, model, tokenizer, info, module, build_strategy(cfg.trainer), examples=examples, dropped=dropped
     )
