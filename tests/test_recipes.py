@@ -178,6 +178,7 @@ def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(capsy
         (["--grpo.importance_sampling", "token"], "set rollout.sampling.logprobs true"),
         (["--rollout.sampling.temperature", "0"], "rollout.sampling.temperature must be > 0"),
         (["--grpo.dynamic_sampling_rounds", "0"], "grpo.dynamic_sampling_rounds must be >= 1"),
+        (["--task.kinds", "multiply", "--task.digits", "1"], "ran out of training problems after 0 of 1"),
         (
             ["--grpo.overlong_buffer", "999"],
             "grpo.overlong_buffer (999) must not exceed the completion budget (rollout.max_total_tokens 160)",

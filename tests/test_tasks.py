@@ -80,3 +80,10 @@ def test_bad_arguments():
         CalculatorTask(digits=0)
     with pytest.raises(ValueError, match="split"):
         CalculatorTask().problems("validation", 1)  # type: ignore[arg-type]
+
+
+def test_a_task_with_too_few_distinct_problems_is_an_error_not_a_hang():
+    """1-digit products are all held out already: the training stream would search forever."""
+    task = CalculatorTask(kinds=["multiply"], digits=1)
+    with pytest.raises(ValueError, match=r"ran out of training problems after 0 of 5.*raise task\.digits"):
+        task.problems("train", 5)

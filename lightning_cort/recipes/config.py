@@ -368,6 +368,11 @@ class RecipeConfig(RunOptions):
         self.model.validate()
         check_logger(self.trainer)
         super().validate()
+        if self.uses_task():  # kinds that exist, and enough distinct problems (a few ms)
+            from lightning_cort.tasks.calculator import CalculatorTask
+
+            task = CalculatorTask(kinds=self.task.kinds, digits=self.task.digits, seed=self.task.seed)  # type: ignore[arg-type]
+            task.problems("train", 1)
 
     def warm_starts(self) -> bool:
         """Whether the policy is the tiny model warm-started on the built-in task."""

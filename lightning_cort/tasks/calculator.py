@@ -218,12 +218,26 @@ class CalculatorTask:
             return [p for p, _ in zip(self._stream("test"), range(n))]
         held_out = {p.question for p, _ in zip(self._stream("test"), range(self.held_out))}
         out: list[Problem] = []
+        misses = 0
         for p in self._stream("train"):
             if len(out) == n:
                 break
             if p.question not in held_out:
                 out.append(p)
+                misses = 0
+                continue
+            misses += 1
+            if misses > MAX_HELD_OUT_DRAWS:  # e.g. 1-digit operands: every question is a held-out one
+                raise ValueError(
+                    f"the calculator task ran out of training problems after {len(out)} of {n}: its kinds "
+                    f"{self.kinds} with {self.digits}-digit operands have too few distinct questions beside the "
+                    f"{self.held_out} held-out ones; raise task.digits or add kinds"
+                )
         return out
+
+
+#: Consecutive draws that only gave held-out questions before the training stream is declared exhausted.
+MAX_HELD_OUT_DRAWS = 20_000
 
 
 def build_prompt(problem: str, suffix: str | None = CORT_SUFFIX) -> str:
