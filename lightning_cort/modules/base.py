@@ -116,46 +116,28 @@ class PolicyModule(L.LightningModule):
     def _chunked(
         self, batch: TrajectoryBatch, temperature: float, *, entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Decoder hidden states once, then the output head and log-softmax per chunk of positions, each chunk under
-        activation checkpointing so its logits are recomputed in the backward pass instead of kept."""
-        from torch.utils.checkpoint import checkpoint
-
+        """Decoder hidden states once, then the output head and log-softmax per chunk of positions (:meth:`_head`)."""
         from lightning_cort.models.policy import is_peft_model
 
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model  # type: ignore[operator]
-        t = batch.completion_ids.shape[1]
+        b, t = batch.completion_ids.shape
         hidden = base.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
         ).last_hidden_state[:, -(t + 1) : -1]  # position P-1+k predicts completion token k; [B, T, H]
-        head = base.get_output_embeddings()
-
-        def piece(h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = head(h)
-            logp = token_logprobs(logits, targets, temperature)
-            ent = entropy_from_logits(logits / temperature) if entropy else torch.zeros_like(logp)
-            return logp, ent
-
         assert self.logprob_chunk_size is not None
-        logps, ents = [], []
-        for start in range(0, t, self.logprob_chunk_size):
-            h = hidden[:, start : start + self.logprob_chunk_size]
-            y = batch.completion_ids[:, start : start + self.logprob_chunk_size]
-            lp, ent = checkpoint(piece, h, y, use_reentrant=False) if torch.is_grad_enabled() else piece(h, y)
-            logps.append(lp)
-            ents.append(ent)
-        return torch.cat(logps, dim=1), (torch.cat(ents, dim=1) if entropy else None)
+        chunk = self.logprob_chunk_size * b  # chunk_size positions of every row at a time
+        logp, ent = self._head(base, hidden.flatten(0, 1), batch.completion_ids.flatten(), temperature, entropy, chunk)
+        return logp.view(b, t), (ent.view(b, t) if ent is not None else None)
 
     def _packed(
         self, batch: TrajectoryBatch, temperature: float, *, entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probs (and entropies) of the completion tokens with the sequences packed into rows without padding:
         the decoder once over the packed rows, then the output head on the positions that predict completion tokens
-        only, in chunks of ``logprob_chunk_size`` under activation checkpointing."""
-        from torch.utils.checkpoint import checkpoint
-
+        only (:meth:`_head`), the values put back into the padded ``[B, T]`` layout."""
         from lightning_cort.models.policy import is_peft_model
         from lightning_cort.packing import pack_batch
 
@@ -163,27 +145,38 @@ class PolicyModule(L.LightningModule):
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model  # type: ignore[operator]
         hidden = base.model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False)
         states = hidden.last_hidden_state.flatten(0, 1)[packed.predictors]  # [M, H]
+        chunk = self.logprob_chunk_size or max(1, len(states))
+        logp, ent = self._head(base, states, packed.targets, temperature, entropy, chunk)
+        return packed.unpack(logp), (packed.unpack(ent) if ent is not None else None)
+
+    @staticmethod
+    def _head(
+        base: Any, states: torch.Tensor, targets: torch.Tensor, temperature: float, entropy: bool, chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output head, log-softmax (and entropy) on hidden ``states`` ``[N, H]`` that predict ``targets``
+        ``[N]``, ``chunk`` positions at a time, each under activation checkpointing so that only one chunk's logits
+        exist at once (they are recomputed in the backward pass). ``([N], [N] or None)``"""
+        from torch.utils.checkpoint import checkpoint
+
         head = base.get_output_embeddings()
         softcap = getattr(base.config, "final_logit_softcapping", None)
 
-        def piece(h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def piece(h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             logits = head(h)
             if softcap is not None:
                 logits = torch.tanh(logits / softcap) * softcap
-            logp = token_logprobs(logits, targets, temperature)
-            ent = entropy_from_logits(logits / temperature) if entropy else torch.zeros_like(logp)
-            return logp, ent
+            logp = token_logprobs(logits, y, temperature)
+            return logp, (entropy_from_logits(logits / temperature) if entropy else torch.zeros_like(logp))
 
-        size = self.logprob_chunk_size or max(1, len(states))
+        if not len(states):
+            return states.new_zeros(0), (states.new_zeros(0) if entropy else None)
         logps, ents = [], []
-        for start in range(0, len(states), size):
-            h, y = states[start : start + size], packed.targets[start : start + size]
+        for start in range(0, len(states), chunk):
+            h, y = states[start : start + chunk], targets[start : start + chunk]
             lp, ent = checkpoint(piece, h, y, use_reentrant=False) if torch.is_grad_enabled() else piece(h, y)
             logps.append(lp)
             ents.append(ent)
-        logp = packed.unpack(torch.cat(logps)) if logps else states.new_zeros(packed.shape)
-        ent_all = (packed.unpack(torch.cat(ents)) if ents else states.new_zeros(packed.shape)) if entropy else None
-        return logp, ent_all
+        return torch.cat(logps), (torch.cat(ents) if entropy else None)
 
 
 class RolloutModule(PolicyModule):
