@@ -120,17 +120,18 @@ class PolicyModule(L.LightningModule):
         from lightning_cort.models.policy import is_peft_model
 
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model  # type: ignore[operator]
-        b, t = batch.completion_ids.shape
+        t = batch.completion_ids.shape[1]
         hidden = base.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
         ).last_hidden_state[:, -(t + 1) : -1]  # position P-1+k predicts completion token k; [B, T, H]
-        assert self.logprob_chunk_size is not None
-        chunk = self.logprob_chunk_size * b  # chunk_size positions of every row at a time
-        logp, ent = self._head(base, hidden.flatten(0, 1), batch.completion_ids.flatten(), temperature, entropy, chunk)
-        return logp.view(b, t), (ent.view(b, t) if ent is not None else None)
+        size = self.logprob_chunk_size
+        assert size is not None
+        pieces = [(hidden[:, i : i + size], batch.completion_ids[:, i : i + size]) for i in range(0, t, size)]
+        logps, ents = self._head(base, pieces, temperature, entropy)  # chunks of columns: views, no copy
+        return torch.cat(logps, dim=1), (torch.cat(ents, dim=1) if entropy else None)
 
     def _packed(
         self, batch: TrajectoryBatch, temperature: float, *, entropy: bool
@@ -145,17 +146,22 @@ class PolicyModule(L.LightningModule):
         base = self.model.get_base_model() if is_peft_model(self.model) else self.model  # type: ignore[operator]
         hidden = base.model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False)
         states = hidden.last_hidden_state.flatten(0, 1)[packed.predictors]  # [M, H]
-        chunk = self.logprob_chunk_size or max(1, len(states))
-        logp, ent = self._head(base, states, packed.targets, temperature, entropy, chunk)
-        return packed.unpack(logp), (packed.unpack(ent) if ent is not None else None)
+        size = self.logprob_chunk_size or max(1, len(states))
+        pieces = [(states[i : i + size], packed.targets[i : i + size]) for i in range(0, len(states), size)]
+        logps, ents = self._head(base, pieces, temperature, entropy)
+        if not logps:  # no completion tokens at all
+            zeros = states.new_zeros(packed.shape)
+            return zeros, (zeros if entropy else None)
+        return packed.unpack(torch.cat(logps)), (packed.unpack(torch.cat(ents)) if entropy else None)
 
     @staticmethod
     def _head(
-        base: Any, states: torch.Tensor, targets: torch.Tensor, temperature: float, entropy: bool, chunk: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The output head, log-softmax (and entropy) on hidden ``states`` ``[N, H]`` that predict ``targets``
-        ``[N]``, ``chunk`` positions at a time, each under activation checkpointing so that only one chunk's logits
-        exist at once (they are recomputed in the backward pass). ``([N], [N] or None)``"""
+        base: Any, pieces: list[tuple[torch.Tensor, torch.Tensor]], temperature: float, entropy: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The output head, log-softmax (and entropy) on each piece of hidden states ``[..., H]`` and the targets they
+        predict ``[...]``, each under activation checkpointing so that only one piece's logits exist at once (they
+        are recomputed in the backward pass). Returns the log-probs and entropies per piece (entropies of zeros
+        without ``entropy``)."""
         from torch.utils.checkpoint import checkpoint
 
         head = base.get_output_embeddings()
@@ -168,15 +174,12 @@ class PolicyModule(L.LightningModule):
             logp = token_logprobs(logits, y, temperature)
             return logp, (entropy_from_logits(logits / temperature) if entropy else torch.zeros_like(logp))
 
-        if not len(states):
-            return states.new_zeros(0), (states.new_zeros(0) if entropy else None)
         logps, ents = [], []
-        for start in range(0, len(states), chunk):
-            h, y = states[start : start + chunk], targets[start : start + chunk]
+        for h, y in pieces:
             lp, ent = checkpoint(piece, h, y, use_reentrant=False) if torch.is_grad_enabled() else piece(h, y)
             logps.append(lp)
             ents.append(ent)
-        return torch.cat(logps), (torch.cat(ents) if entropy else None)
+        return logps, ents
 
 
 class RolloutModule(PolicyModule):
