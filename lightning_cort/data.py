@@ -19,13 +19,18 @@ if TYPE_CHECKING:
     from lightning_cort.formats.base import CodeFormat
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, message: str) -> list[int]:
-    """Chat-template one user message, with the generation prompt (``...<｜Assistant｜><think>\\n``). A tokenizer
-    without a chat template (a base model, e.g. Gemma-3-270M) gets the message as plain text after its start
-    tokens."""
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, message: str, *, tools: Sequence[Mapping[str, Any]] = ()
+) -> list[int]:
+    """Chat-template one user message, with the generation prompt (``...<｜Assistant｜><think>\\n``), and the
+    tool schemas ``tools`` when given (a format that calls code as a chat tool,
+    :class:`~lightning_cort.formats.HermesFormat`). A tokenizer without a chat template (a base model, e.g.
+    Gemma-3-270M) gets the message as plain text after its start tokens."""
     if not getattr(tokenizer, "chat_template", None):
         return list(tokenizer(message)["input_ids"])
-    enc = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
+    enc = tokenizer.apply_chat_template(
+        [{"role": "user", "content": message}], tools=list(tools) or None, add_generation_prompt=True
+    )
     return list(enc["input_ids"] if isinstance(enc, Mapping) else enc)
 
 
@@ -74,7 +79,7 @@ def trajectory_from_text(
         segments.append(Segment("model", len(ids), len(ids) + 1, tokenizer.eos_token))
         ids.append(tokenizer.eos_token_id)
         mask.append(1)
-    prompt_ids = encode_prompt(tokenizer, prompt)
+    prompt_ids = encode_prompt(tokenizer, prompt, tools=code_format.tools)
     return Trajectory(
         prompt_ids=torch.tensor(prompt_ids, dtype=torch.long),
         completion_ids=torch.tensor(ids, dtype=torch.long),

@@ -6,6 +6,7 @@ from lightning_cort.formats import (
     CORT_BUDGET_NOTICE,
     Block,
     CoRTFormat,
+    HermesFormat,
     ReToolFormat,
     get_format,
     middle_truncate,
@@ -13,7 +14,7 @@ from lightning_cort.formats import (
 )
 from lightning_cort.sandbox import ExecutionError, ExecutionResult
 
-FORMATS = [CoRTFormat(), ReToolFormat()]
+FORMATS = [CoRTFormat(), ReToolFormat(), HermesFormat()]
 CODES = ["print(1 + 1)", "import math\nfor i in range(3):\n    print(math.factorial(i))", "x = 'a```b'", ""]
 
 
@@ -136,3 +137,42 @@ def test_cort_calls_as_real_models_write_them(text, code):
 def test_retool_code_fences_with_any_python_tag(tag):
     call = ReToolFormat().find_call(f"<code>\n```{tag}\nprint(1)\n```\n</code>")
     assert call is not None and call.code == "print(1)"
+
+
+# -- chat-template tool calls (Hermes) ---------------------------------------------------------------------------------
+def test_hermes_tool_schema_is_what_transformers_derives_from_the_documented_function():
+    """TRL and the chat template take tools as documented functions: the schema the format renders must be the one
+    ``get_json_schema`` derives from such a function, so both toolkits' prompts are the same tokens."""
+    from transformers.utils import get_json_schema
+
+    from lightning_cort.formats.hermes import PYTHON_TOOL_CODE_DESCRIPTION, PYTHON_TOOL_DESCRIPTION
+
+    def python(code: str) -> str:
+        return code
+
+    python.__doc__ = f"{PYTHON_TOOL_DESCRIPTION}\n\nArgs:\n    code: {PYTHON_TOOL_CODE_DESCRIPTION}\n"
+    assert HermesFormat().tools == (get_json_schema(python),)
+    assert CoRTFormat().tools == () and ReToolFormat().tools == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "search", "arguments": {"code": "print(1)"}}',  # another tool
+        '{"name": "python", "arguments": {"program": "print(1)"}}',  # no code argument
+        '{"name": "python", "arguments": {"code": "print(1)"}',  # broken JSON
+        '["python"]',
+    ],
+)
+def test_hermes_blocks_that_are_not_python_calls_are_text(body):
+    fmt = HermesFormat()
+    text = f"Let me see.\n<tool_call>\n{body}\n</tool_call>"
+    assert fmt.find_call(text) is None
+    assert fmt.parse(text) == [Block("text", text)]
+
+
+def test_hermes_reads_arguments_given_as_a_json_string_and_keeps_unicode():
+    fmt = HermesFormat()
+    text = '<tool_call>\n{"name": "python", "arguments": "{\\"code\\": \\"print(\'π\')\\"}"}\n</tool_call>\n'
+    assert fmt.find_call(text).code == "print('π')"
+    assert "π" in fmt.render_call("print('π')")  # written as the chat template's tojson writes it, unescaped

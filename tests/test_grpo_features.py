@@ -256,3 +256,27 @@ def test_chunked_logprobs_and_entropy_equal_the_whole_computation(tokenizer, tra
     assert len(chunked[3]) == len(whole[3]) > 0
     for a, b in zip(chunked[3], whole[3]):  # float32 sums in another order: agreement to ~1e-6 of values ~1
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_one_optimizer_step_uses_its_own_logprobs_as_the_old_ones(tokenizer, trajectories, loss_type):
+    """With ``ppo_epochs × minibatches == 1`` grpo_step skips the old-log-prob forward: the update's own log-probs,
+    detached, give the same loss and gradient as old log-probs from a separate no-grad pass. With more optimizer steps
+    leaving them out is an error, not a silent ratio of 1."""
+    data = collate_trajectories(trajectories, tokenizer.pad_token_id)
+    results = []
+    for given in (True, False):
+        torch.manual_seed(0)
+        module = make_module(tiny_qwen2(tokenizer).eval(), tokenizer, loss_type=loss_type)
+        with torch.no_grad():
+            old = module.completion_logprobs(data) if given else None
+        loss, _ = update(module, data, ADVANTAGES, old, None)
+        results.append((loss, grads(module)))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in grads_a)
+    module = make_module(tiny_qwen2(tokenizer).eval(), tokenizer, minibatches=2)
+    with pytest.raises(ValueError, match="one optimizer step"):
+        update(module, data, ADVANTAGES, None, None)

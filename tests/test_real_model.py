@@ -313,3 +313,28 @@ def test_gemma_loads_rolls_out_and_trains_a_lora_step(gemma_dir, sandbox):
     assert trainer.global_step == 1 and outputs.steps[0]["rewards"].std() > 0
     moved = [k for k, v in model.named_parameters() if v.requires_grad and not torch.equal(v, before[k])]
     assert any(".lora_B." in k for k in moved)
+
+
+def test_hermes_calls_and_tool_turns_are_the_real_chat_templates_tokens(qwen):
+    """A prompt, a ``python`` call and its output written by HermesFormat are, token for token, what Qwen2.5's own
+    chat template renders for the same conversation (an assistant ``tool_calls`` turn, then a ``tool`` turn)."""
+    from lightning_cort.data import encode_prompt
+    from lightning_cort.formats import HermesFormat
+
+    _, tok = qwen
+    fmt = HermesFormat()
+    code = "x = 48213 * 9271\nprint(f'{x} π')"
+    messages = [
+        {"role": "user", "content": "What is 48213 * 9271?"},
+        {
+            "role": "assistant",
+            "tool_calls": [{"type": "function", "function": {"name": "python", "arguments": {"code": code}}}],
+        },
+        {"role": "tool", "name": "python", "content": "446982723 π"},
+    ]
+    rendered = tok.apply_chat_template(messages, tools=list(fmt.tools), add_generation_prompt=True, tokenize=False)
+    prompt_ids = encode_prompt(tok, messages[0]["content"], tools=fmt.tools)
+    ours = tok.decode(prompt_ids, skip_special_tokens=False) + fmt.render_call(code) + fmt.render_output("446982723 π")
+    assert ours == rendered
+    assert tok(ours, add_special_tokens=False)["input_ids"] == tok(rendered, add_special_tokens=False)["input_ids"]
+    assert fmt.find_call(fmt.render_call(code)).code == code

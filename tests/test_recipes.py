@@ -183,6 +183,7 @@ def test_hf_rollouts_of_an_fsdp2_sharded_policy_are_refused_before_loading(capsy
             ["--grpo.overlong_buffer", "999"],
             "grpo.overlong_buffer (999) must not exceed the completion budget (rollout.max_total_tokens 160)",
         ),
+        (["--code_format", "hermes"], "code_format hermes writes ChatML tool turns"),
     ],
 )
 def test_bad_rl_settings_are_one_line_errors_at_start(args, message, capsys):

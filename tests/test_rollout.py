@@ -628,3 +628,27 @@ def test_interpreter_output_is_cut_by_characters_or_by_tokens(tokenizer, sandbox
         assert len(tokenizer.encode(body, add_special_tokens=False)) <= max_output_tokens + 3  # + "..." and joins
         assert len(body) < 200  # far under CoRT's 800 characters for the same output
     assert middle_truncate_tokens("42\n", tokenizer, 24) == "42"  # short outputs stay whole
+
+
+def test_hermes_tool_calls_get_a_tool_turn_right_after_the_close(tokenizer, sandbox):
+    """Chat-template tool calls: the tool turn continues the text at ``</tool_call>`` (no newline of its own), the
+    session persists across calls, and a ``<tool_call>`` for another tool is text, not an execution."""
+    from lightning_cort.formats import HermesFormat
+
+    fmt = HermesFormat()
+    script = [
+        (fmt.render_call("x = 6 * 7\nprint(x)"), "stop"),
+        ('<tool_call>\n{"name": "search", "arguments": {"q": "x"}}\n</tool_call>', "stop"),
+        (fmt.render_call("print(x + 1)"), "stop"),
+        ("\\boxed{43}", "eos"),
+    ]
+    backend = ScriptedBackend(tokenizer, script)
+    engine = RolloutEngine(backend, tokenizer, fmt, sandbox, RolloutConfig(max_calls=3))
+    (t,) = engine.generate(engine.encode_prompts(["What is 6 * 7 + 1?"]))
+    _check_provenance(t, tokenizer, backend.sampled)
+    assert [c.result.stdout for c in t.tool_calls] == ["42\n", "43\n"]
+    assert t.tool_calls[0].rendered == fmt.render_output("42") == (
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert fmt.render_call("x = 6 * 7\nprint(x)") + fmt.render_output("42") in t.completion_text
+    assert backend.stops[0] == ("</tool_call>",)

@@ -9,6 +9,7 @@ from lightning_cort.formats.cort import (
     CORT_SUFFIX,
     CoRTFormat,
 )
+from lightning_cort.formats.hermes import HermesFormat
 from lightning_cort.formats.retool import ReToolFormat
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "CoRTFormat",
     "CodeCall",
     "CodeFormat",
+    "HermesFormat",
     "ReToolFormat",
     "get_format",
     "middle_truncate",
@@ -30,8 +32,8 @@ __all__ = [
 
 
 def get_format(name: str) -> CodeFormat:
-    """A format by name: ``"cort"`` or ``"retool"``."""
-    formats: dict[str, type] = {"cort": CoRTFormat, "retool": ReToolFormat}
+    """A format by name: ``"cort"``, ``"retool"`` or ``"hermes"``."""
+    formats: dict[str, type] = {"cort": CoRTFormat, "retool": ReToolFormat, "hermes": HermesFormat}
     if name not in formats:
         raise ValueError(f"unknown code format {name!r}; choose from {sorted(formats)}")
     return formats[name]()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lightning_cort.formats.base import Block, CodeCall, middle_truncate, result_text
 
@@ -29,6 +29,7 @@ class DelimitedFormat:
     #: A regular expression for every opening the model may write (``code_open`` is what traces write); ``None``:
     #: exactly ``code_open``.
     code_open_re: str | None = None
+    output_on_new_line: bool = True
 
     def __init__(self, max_output_chars: int = 800, budget_notice: str | None = None) -> None:
         self.max_output_chars = max_output_chars
@@ -41,6 +42,11 @@ class DelimitedFormat:
             "|".join(f"(?P<{kind}>{o}(?P<{kind}_body>.*?){c})" for kind, (o, c) in zip(("code", "output"), pieces)),
             re.DOTALL,
         )
+
+    @property
+    def tools(self) -> tuple[dict[str, Any], ...]:
+        """None: the instruction describes the interpreter."""
+        return ()
 
     # -- stop handling ---------------------------------------------------------------------------------------------
     @property

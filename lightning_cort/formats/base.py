@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from lightning_cort.sandbox.base import result_text
 
@@ -57,6 +57,14 @@ class CodeFormat(Protocol):
     """
 
     name: str
+    #: Start the interpreter block on its own line when the model's text stops right at a call's close (markdown
+    #: and tag formats); ``False`` where the block continues the text directly (chat-turn formats).
+    output_on_new_line: bool
+
+    @property
+    def tools(self) -> tuple[dict[str, Any], ...]:
+        """Tool schemas for the chat template's ``tools`` (empty when the instruction describes the interpreter)."""
+        ...
 
     @property
     def stop_strings(self) -> tuple[str, ...]:

@@ -233,7 +233,8 @@ def grpo_step(
     clip_gradients: Callable[[float], None] | None = None,
 ) -> StepResult:
     """One GRPO step on one rollout batch: advantages, old and reference log-probs, then ``ppo_epochs ×
-    minibatches`` optimizer steps of the clipped surrogate. Interpreter-output tokens never enter the loss (their
+    minibatches`` optimizer steps of the clipped surrogate (with a single step, the old log-probs are the update's own,
+    detached, instead of a separate forward pass). Interpreter-output tokens never enter the loss (their
     ``loss_mask`` is 0), nor (by default) trajectories hit by sandbox failures, nor truncated completions with
     ``config.mask_truncated``.
 
@@ -265,7 +266,13 @@ def grpo_step(
     mask = data.loss_mask * kept[:, None]  # [B, T]
     micro = config.micro_batch_size
     with torch.no_grad():
-        old_logprobs = in_micro_batches(data, micro, lambda mb: policy.completion_logprobs(mb, temperature))
+        # With one optimizer step per batch the policy before the update is the one the update differentiates: its
+        # log-probs are the first forward's, detached (grpo_update), and a separate forward would repeat them.
+        old_logprobs = (
+            None
+            if config.ppo_epochs * config.minibatches == 1
+            else in_micro_batches(data, micro, lambda mb: policy.completion_logprobs(mb, temperature))
+        )
         ref_logprobs = (
             in_micro_batches(data, micro, lambda mb: policy.reference_logprobs(mb, temperature))
             if config.kl_coef
@@ -292,7 +299,7 @@ def grpo_update(
     data: TrajectoryBatch,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    old_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
     ref_logprobs: torch.Tensor | None,
     config: GRPOConfig,
     optimizer: torch.optim.Optimizer,
@@ -309,7 +316,8 @@ def grpo_update(
         data: The collated rollouts; their ``sampling_logprobs`` are used with ``config.importance_sampling``.
         advantages: ``[B]``.
         mask: ``[B, T]`` tokens trained on.
-        old_logprobs: ``[B, T]`` log-probs before the update.
+        old_logprobs: ``[B, T]`` log-probs before the update; ``None`` when there is one optimizer step
+            (``ppo_epochs × minibatches == 1``): the update's own log-probs, detached.
         ref_logprobs: ``[B, T]`` reference log-probs, or ``None`` without KL.
         config: The GRPO settings.
         optimizer: The optimizer.
@@ -330,6 +338,8 @@ def grpo_update(
             torch.nn.utils.clip_grad_norm_(params, norm)
 
     b = len(data)
+    if old_logprobs is None and config.ppo_epochs * config.minibatches != 1:
+        raise ValueError("old_logprobs may be left out only with one optimizer step (ppo_epochs × minibatches == 1)")
     losses, all_metrics = [], []
     for _ in range(config.ppo_epochs):
         order = torch.randperm(b, device=device) if config.minibatches > 1 else torch.arange(b, device=device)
@@ -349,7 +359,7 @@ def grpo_update(
                     logprobs = policy.completion_logprobs(mb, temperature)  # [b, T]
                 loss, metrics = policy_loss(
                     logprobs,
-                    old_logprobs[part],
+                    logprobs.detach() if old_logprobs is None else old_logprobs[part],
                     advantages[part],
                     mask[part],
                     loss_type=config.loss_type,

@@ -321,7 +321,8 @@ class RunOptions(CheckedConfig):
     Attributes:
         run_dir: Output directory (default ``runs/<recipe>-<timestamp>``).
         seed: Global seed.
-        code_format: ``cort`` (markdown fences) or ``retool`` (tags).
+        code_format: ``cort`` (markdown fences), ``retool`` (tags) or ``hermes`` (chat-template tool calls, for
+            ChatML chat models such as Qwen2.5-Instruct; not the tiny model).
         threads: Torch CPU threads (0: leave torch's default).
         progress: Show rich progress bars.
         verbose: Keep library banners, tips, weight-loading bars and deprecation warnings (hidden by default).
@@ -329,7 +330,7 @@ class RunOptions(CheckedConfig):
 
     run_dir: str | None = None
     seed: int = 0
-    code_format: Literal["cort", "retool"] = "cort"
+    code_format: Literal["cort", "retool", "hermes"] = "cort"
     threads: int = 0
     progress: bool = True
     verbose: bool = False
@@ -367,6 +368,11 @@ class RecipeConfig(RunOptions):
         sections only where they apply."""
         self.model.validate()
         check_logger(self.trainer)
+        if self.code_format == "hermes" and self.model.name_or_path is None:
+            raise ValueError(
+                "code_format hermes writes ChatML tool turns, which the tiny model's tokenizer does not have: give a "
+                "chat model (model.name_or_path, e.g. packaged:qwen2.5-coder-0.5b-instruct) or use code_format cort"
+            )
         super().validate()
         if self.uses_task():  # kinds that exist, and enough distinct problems (a few ms)
             from lightning_cort.tasks.calculator import CalculatorTask

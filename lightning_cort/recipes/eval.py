@@ -77,7 +77,7 @@ class EvalConfig:
         max_total_tokens: Tokens per response, interpreter output included. Presets set 32768.
         max_tokens_per_call: Tokens per generation round.
         scoring: ``cort`` (math-verify over the whole generation) or ``strict`` (last box after ``</think>``).
-        code_format: ``cort`` or ``retool``.
+        code_format: ``cort``, ``retool`` or ``hermes``.
         timeout: Seconds per code execution.
         batch_size: Problems per generation batch.
         budgets: Token budgets of the accuracy-vs-budget curve (empty: 8 points up to ``max_total_tokens``).
@@ -103,7 +103,7 @@ class EvalConfig:
     max_total_tokens: int = 160
     max_tokens_per_call: int = 128
     scoring: Literal["cort", "strict"] = "strict"
-    code_format: Literal["cort", "retool"] = "cort"
+    code_format: Literal["cort", "retool", "hermes"] = "cort"
     timeout: float = 5.0
     batch_size: int = 32
     budgets: list[int] = field(default_factory=list)

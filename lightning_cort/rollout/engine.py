@@ -163,7 +163,7 @@ class RolloutEngine:
         (:func:`~lightning_cort.data.encode_prompt`)."""
         from lightning_cort.data import encode_prompt
 
-        return [encode_prompt(self.tokenizer, m) for m in messages]
+        return [encode_prompt(self.tokenizer, m, tools=self.format.tools) for m in messages]
 
     def generate(
         self,
@@ -436,7 +436,7 @@ class RolloutEngine:
         else:
             text = middle_truncate_tokens(result_text(result), self.tokenizer, cfg.max_output_tokens)
             rendered = self.format.render_output(text, budget_notice=notice, truncate=False)
-        if s.since_tool and not s.since_tool.endswith("\n"):
+        if self.format.output_on_new_line and s.since_tool and not s.since_tool.endswith("\n"):
             # The model's text stops right at the close (ReTool's `</code>` stop, or a fence that ended the turn):
             # the output starts on its own line, as the formats' traces write it.
             rendered = "\n" + rendered

@@ -1,0 +1,160 @@
+"""Chat-template tool calls in the Hermes style that Qwen2.5 (and other ChatML models) are trained on: the model writes
+``<tool_call>{"name": "python", "arguments": {"code": ...}}</tool_call>``, the interpreter output comes back as a
+``tool`` turn.
+
+This is the format TRL's ``GRPOTrainer`` and vLLM's ``hermes`` tool parser use for these models; with it, a rollout of
+lightning_cort and one of TRL produce the same tokens for the same samples (``benchmarks/rl_vs_trl.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from lightning_cort.formats.base import Block, CodeCall, middle_truncate, result_text
+
+if TYPE_CHECKING:
+    from lightning_cort.sandbox.base import ExecutionResult
+
+#: The description of the ``python`` tool in the chat template's tool list.
+PYTHON_TOOL_DESCRIPTION = "Run a Python program in a persistent interpreter session and return what it prints."
+#: The description of its ``code`` argument.
+PYTHON_TOOL_CODE_DESCRIPTION = "The program; print the values you need."
+
+
+class HermesFormat:
+    """Tool calls as chat turns (ChatML with Hermes ``<tool_call>`` blocks, as Qwen2.5-Instruct writes them).
+
+    * The prompt lists one tool, ``python(code: str) -> str``, through the chat template (:attr:`tools`).
+    * The model writes ``<tool_call>\\n{"name": "python", "arguments": {"code": "..."}}\\n</tool_call>``; generation
+      pauses on ``</tool_call>``. A block that is not valid JSON, names another tool or has no string ``code``
+      argument is not a call (generation goes on).
+    * The environment appends the end of the assistant turn and a tool turn, exactly as the chat template renders a
+      ``tool`` message, then opens the next assistant turn:
+      ``<|im_end|>\\n<|im_start|>user\\n<tool_response>\\n...\\n</tool_response><|im_end|>\\n<|im_start|>assistant\\n``.
+      The end-of-turn token after the call is therefore forced (masked), where TRL's loop samples it: the same
+      tokens, one of them with the other provenance.
+    * Output is middle-truncated to ``max_output_chars`` (or to a token budget by the rollout's
+      ``max_output_tokens``); the answer goes in ``\\boxed{}``.
+
+    Parsing (:meth:`parse`) decodes the JSON, so a :class:`Block` of kind ``code`` holds the program; :meth:`join`
+    renders it back in the template's spelling (``json.dumps`` without ASCII escaping).
+
+    Args:
+        max_output_chars: Truncation length of interpreter output (``0`` disables truncation).
+        budget_notice: Text appended to the last allowed execution's output (none by default).
+    """
+
+    name = "hermes"
+    tool_name = "python"
+    turn_start = "<|im_start|>"
+    turn_end = "<|im_end|>"
+    output_on_new_line = False
+
+    def __init__(self, max_output_chars: int = 800, budget_notice: str | None = None) -> None:
+        self.max_output_chars = max_output_chars
+        self.notice = budget_notice or ""
+        self.out_open = f"{self.turn_end}\n{self.turn_start}user\n<tool_response>\n"
+        self.out_close = f"\n</tool_response>{self.turn_end}\n{self.turn_start}assistant\n"
+        pieces = (r"<tool_call>\n(?P<code_body>.*?)\n</tool_call>", re.escape(self.out_open) + r"(?P<output_body>.*?)")
+        self._block_re = re.compile(
+            f"(?P<code>{pieces[0]})|(?P<output>{pieces[1]}{re.escape(self.out_close)})", re.DOTALL
+        )
+
+    @property
+    def tools(self) -> tuple[dict[str, Any], ...]:
+        """The tool list the chat template renders into the prompt (``apply_chat_template(..., tools=...)``)."""
+        return (
+            {
+                "type": "function",
+                "function": {
+                    "name": self.tool_name,
+                    "description": PYTHON_TOOL_DESCRIPTION,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string", "description": PYTHON_TOOL_CODE_DESCRIPTION}},
+                        "required": ["code"],
+                    },
+                    "return": {"type": "string"},
+                },
+            },
+        )
+
+    # -- stop handling ---------------------------------------------------------------------------------------------
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return ("</tool_call>",)
+
+    def find_call(self, text: str) -> CodeCall | None:
+        """The last ``<tool_call>`` block, if only whitespace follows it and it calls ``python`` with a ``code``."""
+        start = text.rfind("<tool_call>")
+        if start < 0:
+            return None
+        close = text.find("</tool_call>", start)
+        if close < 0 or text[close + len("</tool_call>") :].strip():
+            return None
+        code = self._code(text[start + len("<tool_call>") : close])
+        if code is None:
+            return None
+        return CodeCall(code=code, start=start, end=close + len("</tool_call>"))
+
+    def _code(self, body: str) -> str | None:
+        try:
+            call = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(call, dict) or call.get("name") != self.tool_name:
+            return None
+        arguments = call.get("arguments")
+        if isinstance(arguments, str):  # some models write the arguments as a JSON string
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                return None
+        code = arguments.get("code") if isinstance(arguments, dict) else None
+        return code if isinstance(code, str) else None
+
+    # -- rendering -------------------------------------------------------------------------------------------------
+    def render_call(self, code: str) -> str:
+        arguments = json.dumps({"code": code}, ensure_ascii=False)
+        return f'<tool_call>\n{{"name": "{self.tool_name}", "arguments": {arguments}}}\n</tool_call>'
+
+    def render_output(self, text: str, *, budget_notice: bool = False, truncate: bool = True) -> str:
+        body = middle_truncate(text.strip(), self.max_output_chars if truncate else 0)
+        if budget_notice and self.notice:
+            body += self.notice
+        return f"{self.out_open}{body}{self.out_close}"
+
+    def render_result(self, result: ExecutionResult, *, budget_notice: bool = False) -> str:
+        return self.render_output(result_text(result), budget_notice=budget_notice)
+
+    def render_answer(self, answer: str) -> str:
+        return f"\\boxed{{{answer}}}"
+
+    # -- parsing ---------------------------------------------------------------------------------------------------
+    def parse(self, text: str) -> list[Block]:
+        blocks: list[Block] = []
+        pos = 0
+        for m in self._block_re.finditer(text):
+            code = self._code(m.group("code_body")) if m.group("code") is not None else None
+            if m.group("code") is not None and code is None:
+                continue  # not a python call: stays text
+            if m.start() > pos:
+                blocks.append(Block("text", text[pos : m.start()]))
+            blocks.append(Block("code", code) if code is not None else Block("output", m.group("output_body")))
+            pos = m.end()
+        if pos < len(text):
+            blocks.append(Block("text", text[pos:]))
+        return blocks
+
+    def join(self, blocks: list[Block]) -> str:
+        out = []
+        for b in blocks:
+            if b.kind == "code":
+                out.append(self.render_call(b.content))
+            elif b.kind == "output":
+                out.append(f"{self.out_open}{b.content}{self.out_close}")
+            else:
+                out.append(b.content)
+        return "".join(out)
