@@ -647,8 +647,10 @@ def test_hermes_tool_calls_get_a_tool_turn_right_after_the_close(tokenizer, sand
     (t,) = engine.generate(engine.encode_prompts(["What is 6 * 7 + 1?"]))
     _check_provenance(t, tokenizer, backend.sampled)
     assert [c.result.stdout for c in t.tool_calls] == ["42\n", "43\n"]
-    assert t.tool_calls[0].rendered == fmt.render_output("42") == (
-        "<|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        t.tool_calls[0].rendered
+        == fmt.render_output("42")
+        == ("<|im_end|>\n<|im_start|>user\n<tool_response>\n42\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
     )
     assert fmt.render_call("x = 6 * 7\nprint(x)") + fmt.render_output("42") in t.completion_text
     assert backend.stops[0] == ("</tool_call>",)
