@@ -86,6 +86,7 @@ class Run:
     """One contender's run: per timed step, its wall time and the work it did."""
 
     seconds: list[float] = field(default_factory=list)
+    rollout: list[float] = field(default_factory=list)  # of which sampling and tool calls
     completions: list[int] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)  # sampled (= trained) completion tokens
     tool: list[int] = field(default_factory=list)  # interpreter-output tokens inside completions
@@ -189,7 +190,7 @@ class _OurSteps(L.Callback):
     """First in the callbacks: a step starts before the rollout callback samples and ends after the update."""
 
     def __init__(self, run: Run, warmup: int) -> None:
-        self.run, self.warmup, self.t0 = run, warmup, 0.0
+        self.run, self.warmup, self.t0, self.t1 = run, warmup, 0.0, 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self.t0 = time.perf_counter()
@@ -200,11 +201,22 @@ class _OurSteps(L.Callback):
             return
         trajs = batch.trajectories
         self.run.seconds.append(seconds)
+        self.run.rollout.append(self.t1 - self.t0)
         self.run.completions.append(len(trajs))
         self.run.sampled.append(sum(int(t.loss_mask.sum()) for t in trajs))
         self.run.tool.append(sum(int(t.completion_ids.numel() - t.loss_mask.sum()) for t in trajs))
         self.run.calls.append(sum(len(t.tool_calls) for t in trajs))
         self.run.reward.append(float(outputs["rewards"].float().mean()))
+
+
+class _RolloutDone(L.Callback):
+    """Last in the callbacks: the rollout callback before it has sampled the batch."""
+
+    def __init__(self, steps: _OurSteps) -> None:
+        self.steps = steps
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.steps.t1 = time.perf_counter()
 
 
 def run_ours(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, steps: int) -> Run:
@@ -239,6 +251,7 @@ def run_ours(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int,
         sampling=SamplingConfig(temperature=1.0, top_p=1.0, top_k=0),
     )
     run = Run()
+    steps_cb = _OurSteps(run, warmup)
     sandbox = SandboxCallback(partial(LocalSandbox, timeout=10.0))
     trainer = L.Trainer(
         accelerator="cpu",
@@ -248,7 +261,7 @@ def run_ours(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[_OurSteps(run, warmup), sandbox, RolloutCallback(fmt, rollout, sandbox=sandbox)],
+        callbacks=[steps_cb, sandbox, RolloutCallback(fmt, rollout, sandbox=sandbox), _RolloutDone(steps_cb)],
     )
     loader = torch.utils.data.DataLoader(
         ListDataset(data), batch_size=arm.prompts, shuffle=False, collate_fn=collate_prompts
@@ -347,6 +360,15 @@ def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, 
         return out
 
     trainer._tool_call_loop = counting_loop
+    generate = trainer._generate  # sampling and the tool loop
+
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = generate(*args, **kwargs)
+        work.append({"rollout_s": time.perf_counter() - t})
+        return out
+
+    trainer._generate = timed_generate
     try:
         trainer.train()
     finally:
@@ -354,6 +376,7 @@ def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, 
     per_step = _trl_steps(work)[warmup:]
     for w in per_step:
         run.completions.append(w["n"])
+        run.rollout.append(w["rollout_s"])
         run.tool.append(w.get("tool", 0))
         run.sampled.append(w["total"] - w.get("tool", 0))
         run.calls.append(w.get("calls", 0))
@@ -397,6 +420,8 @@ def summarise(run: Run) -> dict[str, float]:
     total = sum(run.seconds)
     return {
         "step_s": statistics.median(run.seconds),
+        "rollout_s": statistics.median(run.rollout),
+        "update_s": statistics.median(a - b for a, b in zip(run.seconds, run.rollout, strict=True)),
         "sampled_per_s": sum(run.sampled) / total,
         "all_per_s": (sum(run.sampled) + sum(run.tool)) / total,
         "sampled": statistics.fmean(s / c for s, c in zip(run.sampled, run.completions, strict=True)),
@@ -410,7 +435,7 @@ def summarise(run: Run) -> dict[str, float]:
 def merge(runs: list[Run]) -> Run:
     out = Run()
     for r in runs:
-        for f in ("seconds", "completions", "sampled", "tool", "calls", "reward"):
+        for f in ("seconds", "rollout", "completions", "sampled", "tool", "calls", "reward"):
             getattr(out, f).extend(getattr(r, f))
     return out
 
@@ -437,9 +462,10 @@ def report(results: dict[str, dict[str, Run]], arms: list[Arm], args: argparse.N
         f"{args.rounds} runs × ({args.warmup} warm-up + {args.steps} timed steps), runs alternating between the "
         "contenders; step time is the median, throughput is over all timed steps.",
         "",
-        "| arm | contender | step (s) | sampled tokens/s | tokens/s with tool output | sampled tokens "
+        "| arm | contender | step (s) | of which rollout (s) | rest: scoring and update (s) | "
+        "sampled tokens/s | tokens/s with tool output | sampled tokens "
         "per completion | tool-output tokens per completion | calls per completion | mean reward | vs TRL |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for arm in arms:
@@ -448,7 +474,8 @@ def report(results: dict[str, dict[str, Run]], arms: list[Arm], args: argparse.N
         for name, s in (("lightning_cort `GRPOModule`", ours), ("TRL `GRPOTrainer`", theirs)):
             mine = s is ours
             lines.append(
-                f"| {arm.name} | {name} | {s['step_s']:.1f} | {s['sampled_per_s']:.1f} | {s['all_per_s']:.1f} | "
+                f"| {arm.name} | {name} | {s['step_s']:.1f} | {s['rollout_s']:.1f} | {s['update_s']:.1f} | "
+                f"{s['sampled_per_s']:.1f} | {s['all_per_s']:.1f} | "
                 f"{s['sampled']:.1f} | {s['tool']:.1f} | {s['calls']:.2f} | {s['reward']:.2f} | "
                 + (f"**{ratio:.2f}x**" if mine else "1.00x")
                 + " |"
@@ -459,7 +486,16 @@ def report(results: dict[str, dict[str, Run]], arms: list[Arm], args: argparse.N
             f"{theirs['step_s'] / ours['step_s']:.2f}x shorter (target ≥ {target}x: "
             f"{'met' if ratio >= target else 'missed'})"
         )
-    return "\n".join([*lines, "", *verdicts, ""])
+    notes = [
+        "- Same work: the counts above are what each contender sampled. Each run is seeded, so both runs of a "
+        "contender sample the same completions; between the contenders the samples differ (two samplers), and the ratio is per "
+        "sampled token. Sampled tokens are the trained tokens in both (tool output is masked; nothing is dropped).",
+        "- Rollout: sampling and tool calls (lightning_cort: the rollout callback; TRL: `_generate`, its tool loop "
+        "included). The rest: rewards, the log-prob forward and backward, the optimizer step.",
+        "- Without the tool the model cannot do 4-digit arithmetic in words: rewards are 0, advantages 0, and both "
+        "contenders still run the whole update.",
+    ]
+    return "\n".join([*lines, "", *verdicts, *notes, ""])
 
 
 def quiet() -> None:
@@ -482,7 +518,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs per contender and arm (alternating)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each run")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run")
-    parser.add_argument("--arms", default="no tools,python tool", help="comma-separated: 'no tools', 'python tool'")
+    parser.add_argument("--arms", default="python tool,no tools", help="comma-separated: 'python tool', 'no tools'")
     parser.add_argument("--sft-examples", type=int, default=48, help="tool-call traces of the adaptation SFT")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -514,7 +550,9 @@ def main() -> None:
                 print(
                     f"  {arm.name:12s} {contender:5s} run {r + 1}: steps "
                     + ", ".join(f"{s:.1f}" for s in run.seconds)
-                    + f" s; sampled {sum(run.sampled)}, tool {sum(run.tool)}, calls {sum(run.calls)}"
+                    + " s (rollout "
+                    + ", ".join(f"{s:.1f}" for s in run.rollout)
+                    + f" s); sampled {sum(run.sampled)}, tool {sum(run.tool)}, calls {sum(run.calls)}"
                     + f" ({time.perf_counter() - t:.0f} s)",
                     flush=True,
                 )
