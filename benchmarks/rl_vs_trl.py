@@ -489,7 +489,8 @@ def report(results: dict[str, dict[str, Run]], arms: list[Arm], args: argparse.N
     notes = [
         "- Same work: the counts above are what each contender sampled. Each run is seeded, so both runs of a "
         "contender sample the same completions; between the contenders the samples differ (two samplers), and the "
-        "ratio is per sampled token. Sampled tokens are the trained tokens in both (tool output is masked; nothing is dropped).",
+        "ratio is per sampled token. Sampled tokens are the trained tokens in both (tool output is masked; nothing "
+        "is dropped).",
         "- Rollout: sampling and tool calls (lightning_cort: the rollout callback; TRL: `_generate`, its tool loop "
         "included). The rest: rewards, the log-prob forward and backward, the optimizer step.",
         "- Without the tool the model cannot do 4-digit arithmetic in words: rewards are 0, advantages 0, and both "
