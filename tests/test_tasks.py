@@ -87,3 +87,47 @@ def test_a_task_with_too_few_distinct_problems_is_an_error_not_a_hang():
     task = CalculatorTask(kinds=["multiply"], digits=1)
     with pytest.raises(ValueError, match=r"ran out of training problems after 0 of 5.*raise task\.digits"):
         task.problems("train", 5)
+
+
+@pytest.mark.parametrize("fmt", [CoRTFormat(), ReToolFormat()], ids=lambda f: f.name)
+def test_the_mixed_teacher_writes_each_strategy_as_it_says(fmt, sandbox):
+    """Every strategy opens the same way and boxes the right answer; the repair's first program really fails in the
+    sandbox with the error the trace shows, and the fixed one prints the answer; the teacher's choice is seeded by the
+    problem and follows the rates."""
+    from collections import Counter
+
+    from lightning_cort.tasks.calculator import (
+        MIXED_OPENING,
+        MIXED_RATES,
+        RECHECK,
+        REPAIR,
+        broken_program,
+        mixed_strategy,
+        mixed_trace,
+    )
+
+    problems = CalculatorTask(seed=0).problems("train", 3000)
+    for p in problems[:12]:
+        traces = {s: mixed_trace(p, s, fmt) for s in MIXED_RATES}
+        for strategy, trace in traces.items():
+            assert trace.startswith(MIXED_OPENING + "\n")
+            assert final_answer(trace) == p.answer
+            calls = [b for b in fmt.parse(trace) if b.kind == "code"]
+            assert len(calls) == {"hand": 0, "code": 1, "recheck": 1, "repair": 2}[strategy]
+        assert RECHECK in traces["recheck"] and "\n".join(p.steps) in traces["recheck"]
+        assert REPAIR in traces["repair"]
+    p = problems[0]
+    failed = sandbox.run(broken_program(p))
+    outputs = [b.content for b in fmt.parse(mixed_trace(p, "repair", fmt)) if b.kind == "output"]
+    assert failed.status == "error" and outputs[0].strip() == result_text_of(failed)
+    assert outputs[1].strip() == reference_output(p).strip()
+    counts = Counter(mixed_strategy(p) for p in problems)
+    assert mixed_strategy(problems[5]) == mixed_strategy(problems[5])
+    for strategy, rate in MIXED_RATES.items():
+        assert abs(counts[strategy] / len(problems) - rate) < 0.04
+
+
+def result_text_of(result) -> str:
+    from lightning_cort.formats import result_text
+
+    return result_text(result).strip()

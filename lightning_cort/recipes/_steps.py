@@ -312,7 +312,7 @@ def task_traces(
     tokenizer: PreTrainedTokenizerBase,
     code_format: CodeFormat,
     n: int,
-    style: Literal["code", "hint", "text"] = "code",
+    style: Literal["code", "hint", "text", "mixed"] = "code",
     start: int = 0,
 ) -> list[Any]:
     """Training examples from ``n`` problems of the task's training stream, as traces in ``style``."""

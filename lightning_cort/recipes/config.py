@@ -260,8 +260,9 @@ class SFTOptions(SFTSettings):
 
     Attributes:
         style: Built-in traces (when ``data.train`` is empty): ``code`` (one program, its output, the answer),
-            ``hint`` (Hint-Engineering shape: a step in words, Hint-1, the program, Hint-2, the answer) or ``text``
-            (the arithmetic worked out in words).
+            ``hint`` (Hint-Engineering shape: a step in words, Hint-1, the program, Hint-2, the answer), ``text``
+            (the arithmetic worked out in words) or ``mixed`` (a teacher that mixes strategies: by hand, one
+            program, a program re-checked by hand, a failing program then the fix; ``tasks.calculator.MIXED_RATES``).
         examples: Built-in traces to train on.
         epochs: Passes over the data.
         batch_size: Traces per optimizer step (per process), before gradient accumulation.
@@ -275,7 +276,7 @@ class SFTOptions(SFTSettings):
             held-out accuracy with it against 1.000 without.
     """
 
-    style: Literal["code", "hint", "text"] = "code"
+    style: Literal["code", "hint", "text", "mixed"] = "code"
     examples: int = 4000
     epochs: int = 6
     batch_size: int = 32

@@ -309,14 +309,75 @@ def reasoning_trace(problem: Problem, fmt: CodeFormat | None = None) -> str:
     )
 
 
-TraceStyle = Literal["code", "hint", "text"]
+#: The opening every strategy of the mixed teacher shares, so that the strategy is chosen by the next tokens.
+MIXED_OPENING = "Okay, let's solve this step by step."
+#: What the mixed teacher writes before re-checking a code result by hand (CoRT's "result distrust").
+RECHECK = "Let me double-check this by hand."
+#: What it writes after a program failed, before the fixed one (ReTool's recovery from failing code).
+REPAIR = "The program failed. Let me fix it."
+
+Strategy = Literal["code", "hand", "recheck", "repair"]
+#: How often the mixed teacher uses each strategy (:func:`mixed_trace`).
+MIXED_RATES: dict[Strategy, float] = {"hand": 0.4, "code": 0.25, "recheck": 0.2, "repair": 0.15}
+
+
+def broken_program(problem: Problem) -> str:
+    """The reference program with a mistake a model makes: the printed name misspelt (a ``NameError``)."""
+    return problem.code.replace("print(", "prnt(", 1)
+
+
+def mixed_trace(problem: Problem, strategy: Strategy, fmt: CodeFormat | None = None) -> str:
+    """A completion of ``problem`` by one strategy of the mixed teacher; every strategy opens with
+    :data:`MIXED_OPENING` and ends with the boxed (correct) answer:
+
+    * ``hand``: the arithmetic worked out in words (cheap on small operands, long on large ones);
+    * ``code``: one program and its output;
+    * ``recheck``: the program and its output, then the same arithmetic re-done by hand (CoRT's result distrust);
+    * ``repair``: a program that fails, the error, then the fixed program and its output (ReTool's recovery).
+    """
+    fmt = fmt or CoRTFormat()
+    answer = fmt.render_answer(problem.answer)
+    if strategy == "hand":
+        worked = "\n".join(problem.steps)
+        return f"{MIXED_OPENING}\n{worked}\nSo the result is {problem.answer}.\n</think>\n\n{answer}"
+    value = reference_output(problem).strip()
+    call = f"{fmt.render_call(problem.code)}{fmt.render_output(value)}"
+    if strategy == "repair":
+        broken = broken_program(problem)
+        line = broken.split("\n").index(next(x for x in broken.split("\n") if "prnt(" in x)) + 1
+        error = (  # what the local sandbox shows for it
+            f'Traceback (most recent call last):\n  File "<cell>", line {line}, in <module>\n'
+            "NameError: name 'prnt' is not defined"
+        )
+        call = f"{fmt.render_call(broken)}{fmt.render_output(error)}{REPAIR}\n{call}"
+    middle = ""
+    if strategy == "recheck":
+        worked = "\n".join(problem.steps)
+        middle = f"{RECHECK}\n{worked}\n"
+    return f"{MIXED_OPENING}\n{call}{middle}So the result is {value}.\n</think>\n\n{answer}"
+
+
+def mixed_strategy(problem: Problem, rates: dict[Strategy, float] | None = None) -> Strategy:
+    """The strategy the mixed teacher uses for ``problem`` (seeded by the problem, so it is the same every run)."""
+    rates = rates or MIXED_RATES
+    draw = random.Random(f"mixed/{problem.id}").random() * sum(rates.values())
+    for strategy, rate in rates.items():
+        draw -= rate
+        if draw < 0:
+            return strategy
+    return next(reversed(rates))  # type: ignore[call-overload]
+
+
+TraceStyle = Literal["code", "hint", "text", "mixed"]
 
 
 def trace_for(problem: Problem, style: TraceStyle, fmt: CodeFormat | None = None) -> str:
-    """The completion of ``problem`` in ``style``: ``code`` (:func:`code_trace`), ``hint`` (:func:`hint_trace`) or
-    ``text`` (:func:`text_trace`)."""
+    """The completion of ``problem`` in ``style``: ``code`` (:func:`code_trace`), ``hint`` (:func:`hint_trace`),
+    ``text`` (:func:`text_trace`) or ``mixed`` (:func:`mixed_trace` with the problem's :func:`mixed_strategy`)."""
     if style == "text":
         return text_trace(problem, fmt)
+    if style == "mixed":
+        return mixed_trace(problem, mixed_strategy(problem), fmt)
     output = reference_output(problem)
     return hint_trace(problem, output, fmt) if style == "hint" else code_trace(problem, output, fmt)
 
