@@ -115,7 +115,7 @@ class DelimitedFormat:
         out = []
         for b in blocks:
             if b.kind == "code":
-                out.append(f"{self.code_open}{b.content}{self.code_close}")
+                out.append(self.render_call(b.content))
             elif b.kind == "output":
                 out.append(f"{self.out_open}{b.content}{self.out_close}")
             else:

@@ -9,13 +9,10 @@ lightning_cort and one of TRL produce the same tokens for the same samples (``be
 from __future__ import annotations
 
 import json
-import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lightning_cort.formats.base import Block, CodeCall, middle_truncate, result_text
-
-if TYPE_CHECKING:
-    from lightning_cort.sandbox.base import ExecutionResult
+from lightning_cort.formats._common import DelimitedFormat
+from lightning_cort.formats.base import Block, CodeCall
 
 #: The description of the ``python`` tool in the chat template's tool list.
 PYTHON_TOOL_DESCRIPTION = "Run a Python program in a persistent interpreter session and return what it prints."
@@ -23,7 +20,7 @@ PYTHON_TOOL_DESCRIPTION = "Run a Python program in a persistent interpreter sess
 PYTHON_TOOL_CODE_DESCRIPTION = "The program; print the values you need."
 
 
-class HermesFormat:
+class HermesFormat(DelimitedFormat):
     """Tool calls as chat turns (ChatML with Hermes ``<tool_call>`` blocks, as Qwen2.5-Instruct writes them).
 
     * The prompt lists one tool, ``python(code: str) -> str``, through the chat template (:attr:`tools`).
@@ -48,19 +45,11 @@ class HermesFormat:
 
     name = "hermes"
     tool_name = "python"
-    turn_start = "<|im_start|>"
-    turn_end = "<|im_end|>"
+    code_open = "<tool_call>\n"
+    code_close = "\n</tool_call>"
+    out_open = "<|im_end|>\n<|im_start|>user\n<tool_response>\n"
+    out_close = "\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
     output_on_new_line = False
-
-    def __init__(self, max_output_chars: int = 800, budget_notice: str | None = None) -> None:
-        self.max_output_chars = max_output_chars
-        self.notice = budget_notice or ""
-        self.out_open = f"{self.turn_end}\n{self.turn_start}user\n<tool_response>\n"
-        self.out_close = f"\n</tool_response>{self.turn_end}\n{self.turn_start}assistant\n"
-        pieces = (r"<tool_call>\n(?P<code_body>.*?)\n</tool_call>", re.escape(self.out_open) + r"(?P<output_body>.*?)")
-        self._block_re = re.compile(
-            f"(?P<code>{pieces[0]})|(?P<output>{pieces[1]}{re.escape(self.out_close)})", re.DOTALL
-        )
 
     @property
     def tools(self) -> tuple[dict[str, Any], ...]:
@@ -81,7 +70,6 @@ class HermesFormat:
             },
         )
 
-    # -- stop handling ---------------------------------------------------------------------------------------------
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return ("</tool_call>",)
@@ -115,46 +103,23 @@ class HermesFormat:
         code = arguments.get("code") if isinstance(arguments, dict) else None
         return code if isinstance(code, str) else None
 
-    # -- rendering -------------------------------------------------------------------------------------------------
     def render_call(self, code: str) -> str:
         arguments = json.dumps({"code": code}, ensure_ascii=False)
         return f'<tool_call>\n{{"name": "{self.tool_name}", "arguments": {arguments}}}\n</tool_call>'
 
-    def render_output(self, text: str, *, budget_notice: bool = False, truncate: bool = True) -> str:
-        body = middle_truncate(text.strip(), self.max_output_chars if truncate else 0)
-        if budget_notice and self.notice:
-            body += self.notice
-        return f"{self.out_open}{body}{self.out_close}"
-
-    def render_result(self, result: ExecutionResult, *, budget_notice: bool = False) -> str:
-        return self.render_output(result_text(result), budget_notice=budget_notice)
-
-    def render_answer(self, answer: str) -> str:
-        return f"\\boxed{{{answer}}}"
-
-    # -- parsing ---------------------------------------------------------------------------------------------------
     def parse(self, text: str) -> list[Block]:
+        """The delimited blocks, with each call's JSON decoded to its program; a block that is not a python call
+        stays text."""
         blocks: list[Block] = []
-        pos = 0
-        for m in self._block_re.finditer(text):
-            code = self._code(m.group("code_body")) if m.group("code") is not None else None
-            if m.group("code") is not None and code is None:
-                continue  # not a python call: stays text
-            if m.start() > pos:
-                blocks.append(Block("text", text[pos : m.start()]))
-            blocks.append(Block("code", code) if code is not None else Block("output", m.group("output_body")))
-            pos = m.end()
-        if pos < len(text):
-            blocks.append(Block("text", text[pos:]))
-        return blocks
-
-    def join(self, blocks: list[Block]) -> str:
-        out = []
-        for b in blocks:
+        for b in super().parse(text):
             if b.kind == "code":
-                out.append(self.render_call(b.content))
-            elif b.kind == "output":
-                out.append(f"{self.out_open}{b.content}{self.out_close}")
-            else:
-                out.append(b.content)
-        return "".join(out)
+                code = self._code(b.content)
+                b = (
+                    Block("code", code)
+                    if code is not None
+                    else Block("text", self.code_open + b.content + self.code_close)
+                )
+            if b.kind == "text" and blocks and blocks[-1].kind == "text":
+                b = Block("text", blocks.pop().content + b.content)
+            blocks.append(b)
+        return blocks
