@@ -317,8 +317,23 @@ RECHECK = "Let me double-check this by hand."
 REPAIR = "The program failed. Let me fix it."
 
 Strategy = Literal["code", "hand", "recheck", "repair"]
-#: How often the mixed teacher uses each strategy (:func:`mixed_trace`).
-MIXED_RATES: dict[Strategy, float] = {"hand": 0.4, "code": 0.25, "recheck": 0.2, "repair": 0.15}
+#: How often the mixed teacher uses each strategy (:func:`mixed_trace`), per problem kind. Like a model fine-tuned
+#: on human-written solutions, it mostly works by hand where people would (products, series, Euclid), though a
+#: small model's hand arithmetic fails there; where a hand calculation would not fit a response (modular powers,
+#: prime counts) it always writes a program, sometimes a failing one first. A policy that imitates these rates
+#: prefers the unreliable strategy on four kinds of six when decoding greedily, while sampling still explores the
+#: reliable one: the choice RL can learn (AutoCode's "when to use code"), with re-checks (CoRT's result distrust) and
+#: repairs (ReTool) as the costly middle.
+_BY_HAND: dict[Strategy, float] = {"hand": 0.55, "code": 0.2, "recheck": 0.15, "repair": 0.1}
+_BY_PROGRAM: dict[Strategy, float] = {"hand": 0.0, "code": 0.7, "recheck": 0.0, "repair": 0.3}
+MIXED_RATES: dict[str, dict[Strategy, float]] = {
+    "multiply": _BY_HAND,
+    "series_sum": _BY_HAND,
+    "gcd": _BY_HAND,
+    "lcm": _BY_HAND,
+    "modpow": _BY_PROGRAM,
+    "prime_count": _BY_PROGRAM,
+}
 
 
 def broken_program(problem: Problem) -> str:
@@ -358,8 +373,9 @@ def mixed_trace(problem: Problem, strategy: Strategy, fmt: CodeFormat | None = N
 
 
 def mixed_strategy(problem: Problem, rates: dict[Strategy, float] | None = None) -> Strategy:
-    """The strategy the mixed teacher uses for ``problem`` (seeded by the problem, so it is the same every run)."""
-    rates = rates or MIXED_RATES
+    """The strategy the mixed teacher uses for ``problem`` (seeded by the problem, so it is the same every run), by
+    ``rates`` (default: :data:`MIXED_RATES` of its kind)."""
+    rates = rates or MIXED_RATES[problem.kind]
     draw = random.Random(f"mixed/{problem.id}").random() * sum(rates.values())
     for strategy, rate in rates.items():
         draw -= rate
