@@ -41,6 +41,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -271,6 +272,17 @@ def run_ours(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int,
     return run
 
 
+def python_tool(run: Callable[[str], str]) -> Callable[[str], str]:
+    """``run`` as TRL takes a tool: a function named ``python`` whose docstring gives the schema HermesFormat puts in
+    the prompt."""
+
+    def python(code: str) -> str:
+        return run(code)
+
+    python.__doc__ = f"{PYTHON_TOOL_DESCRIPTION}\n\nArgs:\n    code: {PYTHON_TOOL_CODE_DESCRIPTION}\n"
+    return python
+
+
 # -- TRL ---------------------------------------------------------------------------------------------------------------
 def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, steps: int) -> Run:
     from datasets import Dataset
@@ -296,10 +308,7 @@ def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, 
     sandbox = LocalSandbox(timeout=10.0)
     max_chars = HermesFormat().max_output_chars
 
-    def python(code: str) -> str:
-        return middle_truncate(result_text(sandbox.run(code, timeout=10.0)).strip(), max_chars)
-
-    python.__doc__ = f"{PYTHON_TOOL_DESCRIPTION}\n\nArgs:\n    code: {PYTHON_TOOL_CODE_DESCRIPTION}\n"
+    python = python_tool(lambda code: middle_truncate(result_text(sandbox.run(code, timeout=10.0)).strip(), max_chars))
 
     def correctness(prompts: list, completions: list, completion_ids: list, answer: list, **kwargs: Any) -> list[float]:
         texts = [tok.decode(ids, skip_special_tokens=False) for ids in completion_ids]
@@ -405,10 +414,7 @@ def check_prompts(model_dir: Path, data: list[dict[str, Any]]) -> None:
 
     tok = AutoTokenizer.from_pretrained(model_dir)
 
-    def python(code: str) -> str:
-        return code
-
-    python.__doc__ = f"{PYTHON_TOOL_DESCRIPTION}\n\nArgs:\n    code: {PYTHON_TOOL_CODE_DESCRIPTION}\n"
+    python = python_tool(lambda code: code)
     msg = [{"role": "user", "content": data[0]["prompt"]}]
     theirs = tok.apply_chat_template(msg, tools=[python], add_generation_prompt=True, tokenize=False)
     ours = tok.decode(encode_prompt(tok, data[0]["prompt"], tools=HermesFormat().tools), skip_special_tokens=False)

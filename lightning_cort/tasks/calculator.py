@@ -359,7 +359,7 @@ def mixed_trace(problem: Problem, strategy: Strategy, fmt: CodeFormat | None = N
     call = f"{fmt.render_call(problem.code)}{fmt.render_output(value)}"
     if strategy == "repair":
         broken = broken_program(problem)
-        line = broken.split("\n").index(next(x for x in broken.split("\n") if "prnt(" in x)) + 1
+        line = next(i for i, text in enumerate(broken.split("\n"), 1) if "prnt(" in text)
         error = (  # what the local sandbox shows for it
             f'Traceback (most recent call last):\n  File "<cell>", line {line}, in <module>\n'
             "NameError: name 'prnt' is not defined"
