@@ -306,6 +306,7 @@ def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, 
                 run.seconds.append(time.perf_counter() - stamps["t0"])
 
     sandbox = LocalSandbox(timeout=10.0)
+    out_dir = tempfile.TemporaryDirectory(prefix="rl_vs_trl-")  # TRL's output_dir; it saves nothing here
     max_chars = HermesFormat().max_output_chars
 
     python = python_tool(lambda code: middle_truncate(result_text(sandbox.run(code, timeout=10.0)).strip(), max_chars))
@@ -317,7 +318,7 @@ def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, 
         return rewards
 
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="rl_vs_trl-"),
+        output_dir=out_dir.name,
         per_device_train_batch_size=arm.prompts * arm.group,
         num_generations=arm.group,
         max_completion_length=arm.max_tokens,
@@ -382,6 +383,7 @@ def run_trl(arm: Arm, model_dir: Path, data: list[dict[str, Any]], warmup: int, 
         trainer.train()
     finally:
         sandbox.close()
+        out_dir.cleanup()
     per_step = _trl_steps(work)[warmup:]
     for w in per_step:
         run.completions.append(w["n"])
